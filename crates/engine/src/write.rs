@@ -1,0 +1,850 @@
+//! The write path: checks that need data, then the buffer (secondary site)
+//! or main (main site).
+//!
+//! Planning (in the core crate) already checked every value against its
+//! column. Here each step is checked against the merged view plus the
+//! earlier steps of the same transaction: targets of updates and deletes
+//! exist, created keys are free, references point at records in local or
+//! the buffer, unique values are unused, `CHECK` constraints hold (evaluated
+//! by local's PostgreSQL), and deleted records have no children. The
+//! acknowledge script then re-checks existence against pending state
+//! atomically with storing the transaction.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use opsbuffer_core::overlay::{Change, EntryId, OverlayEntry};
+use opsbuffer_core::query::Condition;
+use opsbuffer_core::row::Row;
+use opsbuffer_core::schema::{ForeignKey, Table};
+use opsbuffer_core::tx::{Plan, PlannedChange, Rejection, WriteError, field_path};
+use opsbuffer_core::value::Value;
+use opsbuffer_pg::writer::{ErrorClass, Operation, Transaction};
+use opsbuffer_redis::{
+    Acknowledgement, NewEntry, Precondition, PreconditionFailure, RECORD_SEPARATOR, Rule,
+};
+use uuid::Uuid;
+
+use crate::engine::{Engine, now_ms};
+use crate::error::EngineError;
+
+/// The answer to an accepted write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Receipt {
+    pub transaction_id: Uuid,
+    /// Primary keys of the changed records, in step order.
+    pub ids: Vec<serde_json::Value>,
+    /// `buffered` at a secondary site, `committed` at a main site.
+    pub status: &'static str,
+}
+
+/// Most records of one table a delete check or unique check reads.
+const CHECK_QUERY_LIMIT: usize = 1000;
+
+/// The state of one record as the transaction's steps change it.
+#[derive(Debug, Clone)]
+struct Staged {
+    row: Option<Row>,
+    /// Whether local has the record (for the acknowledge script's check).
+    in_local: bool,
+    /// Whether an earlier step of this transaction created it.
+    created_here: bool,
+}
+
+/// What the checks produce for the acknowledge script.
+#[derive(Default)]
+struct Checked {
+    preconditions: Vec<Precondition>,
+    /// The request path and description of each precondition, for errors.
+    precondition_paths: Vec<(String, String)>,
+    /// Records written or referenced, as `table\x1fkey`.
+    touched: Vec<String>,
+}
+
+impl Engine {
+    /// Checks `plan` against the data and stores (secondary site) or
+    /// applies (main site) it.
+    pub async fn submit(&self, plan: Plan) -> Result<Receipt, EngineError> {
+        let transaction_id = Uuid::now_v7();
+        let checked = self.check_plan(&plan).await?;
+        if self.is_secondary() {
+            self.buffer_plan(transaction_id, &plan, checked).await
+        } else {
+            self.apply_plan(transaction_id, &plan).await
+        }
+    }
+
+    async fn buffer_plan(
+        &self,
+        transaction_id: Uuid,
+        plan: &Plan,
+        checked: Checked,
+    ) -> Result<Receipt, EngineError> {
+        let mut entries = Vec::with_capacity(plan.change_count());
+        let mut index = 0u32;
+        for step in &plan.steps {
+            for change in &step.changes {
+                let entry = OverlayEntry {
+                    id: EntryId::new(0, index, change.change.kind(), change.key.clone()),
+                    transaction_id,
+                    change: change.change.clone(),
+                };
+                entries.push(NewEntry {
+                    table: step.table.name.clone(),
+                    index,
+                    kind: change.change.kind(),
+                    key: change.key.clone(),
+                    value: entry.to_stored(&step.table),
+                });
+                index += 1;
+            }
+        }
+
+        let outcome = self
+            .buffer
+            .acknowledge(
+                transaction_id,
+                now_ms(),
+                self.config.max_pending,
+                &checked.touched,
+                &checked.preconditions,
+                &entries,
+            )
+            .await?;
+        match outcome {
+            Acknowledgement::Stored { sequence } => {
+                tracing::info!(transaction_id = %transaction_id, sequence, records = entries.len(), "buffered transaction");
+                self.queued.notify_one();
+                Ok(Receipt {
+                    transaction_id,
+                    ids: plan.ids(),
+                    status: "buffered",
+                })
+            }
+            Acknowledgement::Full { pending } => Err(EngineError::unavailable(
+                "buffer_full",
+                format!(
+                    "the buffer holds {pending} pending transactions, at its limit of {}; retry when main is reachable again and the buffer drains",
+                    self.config.max_pending
+                ),
+                5,
+            )),
+            Acknowledgement::Duplicate => Err(EngineError::Internal(format!(
+                "transaction id {transaction_id} was generated twice"
+            ))),
+            Acknowledgement::Rejected { index, failure } => {
+                let (path, what) = checked
+                    .precondition_paths
+                    .get(index)
+                    .cloned()
+                    .unwrap_or_default();
+                Err(precondition_error(&path, &what, failure).into())
+            }
+        }
+    }
+
+    async fn apply_plan(&self, transaction_id: Uuid, plan: &Plan) -> Result<Receipt, EngineError> {
+        let mut changes = Vec::new();
+        for step in &plan.steps {
+            for change in &step.changes {
+                changes.push((
+                    step.table.clone(),
+                    change.primary_key.clone(),
+                    change.change.clone(),
+                ));
+            }
+        }
+        let transaction = Transaction {
+            id: transaction_id,
+            sequence: 0,
+            operations: operations(changes),
+        };
+        let mut writer = self.main_writer.lock().await;
+        match writer.apply(std::slice::from_ref(&transaction)).await {
+            Ok(applied) => {
+                tracing::info!(transaction_id = %transaction_id, commit_lsn = %applied.commit_lsn, "committed transaction on main");
+                Ok(Receipt {
+                    transaction_id,
+                    ids: plan.ids(),
+                    status: "committed",
+                })
+            }
+            Err(error) if error.class == ErrorClass::Permanent => {
+                tracing::warn!(transaction_id = %transaction_id, error = %error.message, "main rejected the transaction");
+                Err(
+                    WriteError::new(Rejection::Conflict, "rejected_by_main", None, error.message)
+                        .into(),
+                )
+            }
+            Err(error) => {
+                tracing::warn!(transaction_id = %transaction_id, error = %error.message, "main unavailable for a write-through");
+                Err(EngineError::unavailable(
+                    "main_unavailable",
+                    format!("main could not apply the write: {}", error.message),
+                    5,
+                ))
+            }
+        }
+    }
+
+    async fn check_plan(&self, plan: &Plan) -> Result<Checked, EngineError> {
+        let fetched = self.prefetch(plan).await?;
+        let mut staged: HashMap<(String, String), Staged> = HashMap::new();
+        let mut checked = Checked::default();
+        let mut check_rows: HashMap<String, (Arc<Table>, Vec<(Row, String)>)> = HashMap::new();
+        let mut unique_rows: Vec<(Arc<Table>, Row, String, Option<Vec<usize>>)> = Vec::new();
+        let mut deletes: Vec<(Arc<Table>, Row, String)> = Vec::new();
+
+        for step in &plan.steps {
+            let table = &step.table;
+            for change in &step.changes {
+                let id = (table.name.clone(), change.key.clone());
+                let current = match staged.get(&id) {
+                    Some(s) => s.clone(),
+                    None => {
+                        let (row, in_local) = fetched.get(&id).cloned().unwrap_or((None, false));
+                        Staged {
+                            row,
+                            in_local,
+                            created_here: false,
+                        }
+                    }
+                };
+                checked.touched.push(record_name(&table.name, &change.key));
+                match &change.change {
+                    Change::Create(row) => {
+                        self.check_create(
+                            table,
+                            change,
+                            &current,
+                            staged.contains_key(&id),
+                            &mut checked,
+                        )?;
+                        self.check_references(
+                            table,
+                            row,
+                            None,
+                            &change.path,
+                            &fetched,
+                            &staged,
+                            &mut checked,
+                        )
+                        .await?;
+                        unique_rows.push((table.clone(), row.clone(), change.path.clone(), None));
+                        check_rows
+                            .entry(table.name.clone())
+                            .or_insert_with(|| (table.clone(), Vec::new()))
+                            .1
+                            .push((row.clone(), change.path.clone()));
+                        staged.insert(
+                            id,
+                            Staged {
+                                row: Some(row.clone()),
+                                in_local: current.in_local,
+                                created_here: true,
+                            },
+                        );
+                    }
+                    Change::Patch(patch) => {
+                        let mut row = require_existing(table, change, &current, &mut checked)?;
+                        for (position, value) in patch {
+                            row.0[*position] = value.clone();
+                        }
+                        let patched: Vec<usize> = patch.iter().map(|(i, _)| *i).collect();
+                        self.check_references(
+                            table,
+                            &row,
+                            Some(&patched),
+                            &change.path,
+                            &fetched,
+                            &staged,
+                            &mut checked,
+                        )
+                        .await?;
+                        unique_rows.push((
+                            table.clone(),
+                            row.clone(),
+                            change.path.clone(),
+                            Some(patched),
+                        ));
+                        check_rows
+                            .entry(table.name.clone())
+                            .or_insert_with(|| (table.clone(), Vec::new()))
+                            .1
+                            .push((row.clone(), change.path.clone()));
+                        staged.insert(
+                            id,
+                            Staged {
+                                row: Some(row),
+                                ..current
+                            },
+                        );
+                    }
+                    Change::Delete => {
+                        let row = require_existing(table, change, &current, &mut checked)?;
+                        deletes.push((table.clone(), row, change.path.clone()));
+                        staged.insert(
+                            id,
+                            Staged {
+                                row: None,
+                                ..current
+                            },
+                        );
+                    }
+                }
+            }
+        }
+
+        self.check_unique(&unique_rows, &staged).await?;
+        self.check_constraints(check_rows).await?;
+        self.check_children(&deletes, &staged).await?;
+        checked.touched.sort();
+        checked.touched.dedup();
+        Ok(checked)
+    }
+
+    /// Fetches the merged rows of every record the plan names by key:
+    /// update and delete targets, client-chosen keys of creates, and
+    /// referenced records.
+    async fn prefetch(
+        &self,
+        plan: &Plan,
+    ) -> Result<HashMap<(String, String), (Option<Row>, bool)>, EngineError> {
+        let (_, registry) = self.registry();
+        let mut wanted: HashMap<String, (Arc<Table>, HashSet<String>)> = HashMap::new();
+        let mut want = |table: &Arc<Table>, key: String| {
+            wanted
+                .entry(table.name.clone())
+                .or_insert_with(|| (table.clone(), HashSet::new()))
+                .1
+                .insert(key);
+        };
+        for step in &plan.steps {
+            for change in &step.changes {
+                want(&step.table, change.key.clone());
+                let (row, patched): (Option<&Row>, Option<Vec<usize>>) = match &change.change {
+                    Change::Create(row) => (Some(row), None),
+                    Change::Patch(patch) => (None, Some(patch.iter().map(|(i, _)| *i).collect())),
+                    Change::Delete => (None, None),
+                };
+                for fk in &step.table.foreign_keys {
+                    let Some(target) = registry.table(&fk.referenced_table) else {
+                        continue;
+                    };
+                    if !references_primary_key(fk, target) {
+                        continue;
+                    }
+                    let value = match (&row, &change.change) {
+                        (Some(row), _) => row.get(fk.columns[0]).clone(),
+                        (None, Change::Patch(patch))
+                            if patched.as_ref().is_some_and(|p| p.contains(&fk.columns[0])) =>
+                        {
+                            patch
+                                .iter()
+                                .find(|(i, _)| *i == fk.columns[0])
+                                .map(|(_, v)| v.clone())
+                                .unwrap_or(Value::Null)
+                        }
+                        _ => Value::Null,
+                    };
+                    if !value.is_null() {
+                        want(target, value.key_text());
+                    }
+                }
+            }
+        }
+
+        let lookups = wanted.into_values().map(|(table, keys)| async move {
+            let keys: Vec<String> = keys.into_iter().collect();
+            let rows = self.merged_by_key(&table, &keys).await?;
+            Ok::<_, EngineError>(
+                rows.into_iter()
+                    .map(move |(k, v)| ((table.name.clone(), k), v))
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let mut out = HashMap::new();
+        for part in futures::future::try_join_all(lookups).await? {
+            out.extend(part);
+        }
+        Ok(out)
+    }
+
+    fn check_create(
+        &self,
+        table: &Table,
+        change: &PlannedChange,
+        current: &Staged,
+        staged_here: bool,
+        checked: &mut Checked,
+    ) -> Result<(), EngineError> {
+        if staged_here {
+            let message = if current.row.is_none() {
+                format!(
+                    "{} {} is deleted earlier in this transaction and cannot be created again with the same key",
+                    table.name, change.key
+                )
+            } else {
+                format!(
+                    "{} {} is created twice in this transaction",
+                    table.name, change.key
+                )
+            };
+            return Err(WriteError::new(
+                Rejection::Conflict,
+                "duplicate_key",
+                Some(change.path.clone()),
+                message,
+            )
+            .into());
+        }
+        if current.row.is_some() {
+            return Err(WriteError::new(
+                Rejection::Conflict,
+                "duplicate_key",
+                Some(change.path.clone()),
+                format!(
+                    "{} {} already exists; update it instead, or create it with another key",
+                    table.name, change.key
+                ),
+            )
+            .into());
+        }
+        checked.preconditions.push(Precondition {
+            table: table.name.clone(),
+            key: change.key.clone(),
+            rule: Rule::Absent,
+            in_local: current.in_local,
+        });
+        checked.precondition_paths.push((
+            change.path.clone(),
+            format!("{} {}", table.name, change.key),
+        ));
+        Ok(())
+    }
+
+    /// Checks that every foreign key of `row` (only those among `patched`
+    /// columns for an update) points at an existing record.
+    #[allow(clippy::too_many_arguments)]
+    async fn check_references(
+        &self,
+        table: &Table,
+        row: &Row,
+        patched: Option<&[usize]>,
+        path: &str,
+        fetched: &HashMap<(String, String), (Option<Row>, bool)>,
+        staged: &HashMap<(String, String), Staged>,
+        checked: &mut Checked,
+    ) -> Result<(), EngineError> {
+        let (_, registry) = self.registry();
+        for fk in &table.foreign_keys {
+            if patched.is_some_and(|p| !fk.columns.iter().any(|c| p.contains(c))) {
+                continue;
+            }
+            let values: Vec<&Value> = fk.columns.iter().map(|c| row.get(*c)).collect();
+            if values.iter().any(|v| v.is_null()) {
+                continue;
+            }
+            let field = field_path(path, &table.columns[fk.columns[0]].name);
+            let Some(target) = registry.table(&fk.referenced_table) else {
+                continue;
+            };
+            let description = format!(
+                "{} {} = {}",
+                target.name,
+                fk.referenced_columns.join(", "),
+                values
+                    .iter()
+                    .map(|v| v.key_text())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let missing = || {
+                WriteError::new(
+                    Rejection::Unprocessable,
+                    "reference_not_found",
+                    Some(field.clone()),
+                    format!(
+                        "{field} refers to {description}, which exists neither in local nor in the buffer; create it first"
+                    ),
+                )
+            };
+
+            if references_primary_key(fk, target) {
+                let key = values[0].key_text();
+                let id = (target.name.clone(), key.clone());
+                if let Some(s) = staged.get(&id) {
+                    if s.row.is_none() {
+                        return Err(missing().into());
+                    }
+                    if s.created_here {
+                        continue;
+                    }
+                }
+                let (exists, in_local) = fetched
+                    .get(&id)
+                    .map(|(r, l)| (r.is_some(), *l))
+                    .unwrap_or((false, false));
+                if !exists {
+                    return Err(missing().into());
+                }
+                checked.preconditions.push(Precondition {
+                    table: target.name.clone(),
+                    key: key.clone(),
+                    rule: Rule::Exists,
+                    in_local,
+                });
+                checked
+                    .precondition_paths
+                    .push((field.clone(), description.clone()));
+                checked.touched.push(record_name(&target.name, &key));
+            } else {
+                let conditions: Vec<Condition> = fk
+                    .referenced_columns
+                    .iter()
+                    .zip(&values)
+                    .filter_map(|(name, value)| {
+                        target
+                            .column_position(name)
+                            .map(|p| Condition::eq(p, (*value).clone()))
+                    })
+                    .collect();
+                let found = self.query_all(target, conditions, 1).await?;
+                if found.page.records.is_empty() {
+                    return Err(missing().into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that no unique value of a written row is used by another
+    /// record of the merged view or of this transaction.
+    async fn check_unique(
+        &self,
+        rows: &[(Arc<Table>, Row, String, Option<Vec<usize>>)],
+        staged: &HashMap<(String, String), Staged>,
+    ) -> Result<(), EngineError> {
+        let mut seen: HashMap<(String, String, Vec<String>), String> = HashMap::new();
+        let mut lookups: HashMap<
+            (String, String),
+            (Arc<Table>, usize, Vec<(Value, String, String)>),
+        > = HashMap::new();
+        for (table, row, path, patched) in rows {
+            let Some(pk) = table.primary_key else {
+                continue;
+            };
+            let key = row.get(pk).key_text();
+            for unique in &table.unique_keys {
+                if patched
+                    .as_ref()
+                    .is_some_and(|p| !unique.columns.iter().any(|c| p.contains(c)))
+                {
+                    continue;
+                }
+                let values: Vec<&Value> = unique.columns.iter().map(|c| row.get(*c)).collect();
+                if values.iter().any(|v| v.is_null()) {
+                    continue;
+                }
+                let texts: Vec<String> = values.iter().map(|v| v.key_text()).collect();
+                let field = field_path(path, &table.columns[unique.columns[0]].name);
+                if let Some(other) = seen.insert(
+                    (table.name.clone(), unique.name.clone(), texts.clone()),
+                    key.clone(),
+                ) && other != key
+                {
+                    return Err(unique_error(table, &unique.name, &texts, &other, &field).into());
+                }
+                if unique.columns.len() == 1 {
+                    lookups
+                        .entry((table.name.clone(), unique.name.clone()))
+                        .or_insert_with(|| (table.clone(), unique.columns[0], Vec::new()))
+                        .2
+                        .push((values[0].clone(), key.clone(), field));
+                } else {
+                    let conditions = unique
+                        .columns
+                        .iter()
+                        .zip(&values)
+                        .map(|(c, v)| Condition::eq(*c, (*v).clone()))
+                        .collect();
+                    let found = self.query_all(table, conditions, 2).await?;
+                    if let Some(other) = found
+                        .page
+                        .records
+                        .iter()
+                        .find(|r| r.key != key && !deleted_here(staged, table, &r.key))
+                    {
+                        return Err(
+                            unique_error(table, &unique.name, &texts, &other.key, &field).into(),
+                        );
+                    }
+                }
+            }
+        }
+
+        for ((_, name), (table, column, items)) in lookups {
+            let values: Vec<Value> = items.iter().map(|(v, _, _)| v.clone()).collect();
+            let found = self
+                .query_all(
+                    &table,
+                    vec![Condition::any_of(column, values)],
+                    CHECK_QUERY_LIMIT,
+                )
+                .await?;
+            for record in &found.page.records {
+                if deleted_here(staged, &table, &record.key) {
+                    continue;
+                }
+                let value = record.row.get(column);
+                if let Some((_, _, field)) = items
+                    .iter()
+                    .find(|(v, k, _)| v.sql_eq(value) == Some(true) && *k != record.key)
+                {
+                    return Err(unique_error(
+                        &table,
+                        &name,
+                        &[value.key_text()],
+                        &record.key,
+                        field,
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Evaluates `CHECK` constraints on local's PostgreSQL, one query per
+    /// table.
+    async fn check_constraints(
+        &self,
+        rows: HashMap<String, (Arc<Table>, Vec<(Row, String)>)>,
+    ) -> Result<(), EngineError> {
+        for (table, items) in rows.into_values() {
+            if table.checks.is_empty() {
+                continue;
+            }
+            let just_rows: Vec<Row> = items.iter().map(|(r, _)| r.clone()).collect();
+            let failures = self.local.failing_checks(&table, &just_rows).await?;
+            if let Some((index, name)) = failures.first() {
+                let path = &items[*index].1;
+                let expression = table
+                    .checks
+                    .iter()
+                    .find(|c| &c.name == name)
+                    .map(|c| c.expression.clone())
+                    .unwrap_or_default();
+                return Err(WriteError::new(
+                    Rejection::Unprocessable,
+                    "check_violation",
+                    Some(path.clone()),
+                    format!(
+                        "{} violates check constraint {name} of {}: {expression}",
+                        if path.is_empty() { "the record" } else { path },
+                        table.name
+                    ),
+                )
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that no record of the merged view (or of this transaction)
+    /// still refers to a deleted record.
+    async fn check_children(
+        &self,
+        deletes: &[(Arc<Table>, Row, String)],
+        staged: &HashMap<(String, String), Staged>,
+    ) -> Result<(), EngineError> {
+        let (_, registry) = self.registry();
+        for (table, row, path) in deletes {
+            for referencing in &table.referenced_by {
+                let Some(child) = registry.table(&referencing.table) else {
+                    continue;
+                };
+                let mut conditions = Vec::new();
+                for (child_column, parent_column) in referencing
+                    .columns
+                    .iter()
+                    .zip(&referencing.referenced_columns)
+                {
+                    let (Some(c), Some(p)) = (
+                        child.column_position(child_column),
+                        table.column_position(parent_column),
+                    ) else {
+                        continue;
+                    };
+                    conditions.push(Condition::eq(c, row.get(p).clone()));
+                }
+                let found = self
+                    .query_all(child, conditions.clone(), CHECK_QUERY_LIMIT)
+                    .await?;
+                let mut children: Vec<String> = found
+                    .page
+                    .records
+                    .iter()
+                    .filter(|r| !deleted_here(staged, child, &r.key))
+                    .map(|r| r.key.clone())
+                    .collect();
+                for ((t, key), s) in staged {
+                    if *t == child.name
+                        && let Some(r) = &s.row
+                        && conditions.iter().all(|c| c.eval(r) == Some(true))
+                        && !children.contains(key)
+                    {
+                        children.push(key.clone());
+                    }
+                }
+                if let Some(first) = children.first() {
+                    return Err(WriteError::new(
+                        Rejection::Conflict,
+                        "referenced_by_children",
+                        Some(path.clone()),
+                        format!(
+                            "{} {} is still referenced by {} record(s) of {} (for example {first}) through {}; delete or repoint them first",
+                            table.name,
+                            row.key(table).unwrap_or_default(),
+                            children.len(),
+                            child.name,
+                            referencing.constraint
+                        ),
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn require_existing(
+    table: &Table,
+    change: &PlannedChange,
+    current: &Staged,
+    checked: &mut Checked,
+) -> Result<Row, EngineError> {
+    let Some(row) = current.row.clone() else {
+        return Err(WriteError::new(
+            Rejection::NotFound,
+            "not_found",
+            Some(change.path.clone()),
+            format!(
+                "{} {} does not exist in local or the buffer (or a delete of it is pending)",
+                table.name, change.key
+            ),
+        )
+        .into());
+    };
+    if !current.created_here {
+        checked.preconditions.push(Precondition {
+            table: table.name.clone(),
+            key: change.key.clone(),
+            rule: Rule::Exists,
+            in_local: current.in_local,
+        });
+        checked.precondition_paths.push((
+            change.path.clone(),
+            format!("{} {}", table.name, change.key),
+        ));
+    }
+    Ok(row)
+}
+
+fn deleted_here(staged: &HashMap<(String, String), Staged>, table: &Table, key: &str) -> bool {
+    staged
+        .get(&(table.name.clone(), key.to_owned()))
+        .is_some_and(|s| s.row.is_none())
+}
+
+fn references_primary_key(fk: &ForeignKey, target: &Table) -> bool {
+    fk.columns.len() == 1
+        && target
+            .primary_key_column()
+            .is_some_and(|pk| fk.referenced_columns == [pk.name.clone()])
+}
+
+fn record_name(table: &str, key: &str) -> String {
+    format!("{table}{RECORD_SEPARATOR}{key}")
+}
+
+fn unique_error(
+    table: &Table,
+    constraint: &str,
+    values: &[String],
+    other: &str,
+    field: &str,
+) -> WriteError {
+    WriteError::new(
+        Rejection::Conflict,
+        "unique_violation",
+        Some(field.to_owned()),
+        format!(
+            "{field}: the value ({}) is already used by {} {other} (unique constraint {constraint}); choose another value",
+            values.join(", "),
+            table.name
+        ),
+    )
+}
+
+fn precondition_error(path: &str, what: &str, failure: PreconditionFailure) -> WriteError {
+    let field = (!path.is_empty()).then(|| path.to_owned());
+    match failure {
+        PreconditionFailure::Deleted => WriteError::new(
+            Rejection::NotFound,
+            "not_found",
+            field,
+            format!("{what} has a pending delete, so it cannot be changed or referenced"),
+        ),
+        PreconditionFailure::Missing => WriteError::new(
+            Rejection::NotFound,
+            "not_found",
+            field,
+            format!("{what} exists neither in local nor in the buffer; create it first"),
+        ),
+        PreconditionFailure::PendingDelete => WriteError::new(
+            Rejection::Conflict,
+            "pending_delete",
+            field,
+            format!(
+                "{what} has a pending delete that has not reached local yet; a record cannot be created again with the same key until it has, so use another key"
+            ),
+        ),
+        PreconditionFailure::Exists => WriteError::new(
+            Rejection::Conflict,
+            "duplicate_key",
+            field,
+            format!("{what} already exists; update it instead, or use another key"),
+        ),
+    }
+}
+
+/// Turns changes into statements, joining consecutive creates of one table
+/// into one insert.
+pub fn operations(changes: Vec<(Arc<Table>, Value, Change)>) -> Vec<Operation> {
+    let mut out: Vec<Operation> = Vec::new();
+    for (table, key, change) in changes {
+        match change {
+            Change::Create(row) => {
+                if let Some(Operation::Insert { table: last, rows }) = out.last_mut()
+                    && last.name == table.name
+                {
+                    rows.push(row);
+                    continue;
+                }
+                out.push(Operation::Insert {
+                    table,
+                    rows: vec![row],
+                });
+            }
+            Change::Patch(patch) => {
+                if !patch.is_empty() {
+                    out.push(Operation::Update { table, key, patch });
+                }
+            }
+            Change::Delete => out.push(Operation::Delete { table, key }),
+        }
+    }
+    out
+}

@@ -1,0 +1,223 @@
+//! The write endpoints: `POST /transactions` and the observatory writes
+//! that instrument scripts call.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use opsbuffer_core::schema::Table;
+use opsbuffer_core::tx::{
+    Plan, PlanContext, PlannedStep, StepOp, WriteError, plan_bulk_create, plan_create,
+    plan_transaction, plan_update,
+};
+use opsbuffer_engine::Engine;
+use opsbuffer_engine::write::Receipt;
+use serde_json::{Map, Value as JsonValue, json};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::params::{json_body, object_body};
+use crate::records::AppState;
+
+pub const EXECUTED_OBS_UNIT: &str = "executed_obs_unit";
+pub const RAW_DATA_FILE: &str = "raw_data_file";
+pub const RAW_DATA_PACKAGE: &str = "raw_data_package";
+
+/// Plans with the current time and fresh UUIDv7 keys.
+fn plan_with<T>(
+    f: impl FnOnce(&mut PlanContext<'_>) -> Result<T, WriteError>,
+) -> Result<T, ApiError> {
+    let mut new_uuid = Uuid::now_v7;
+    let mut ctx = PlanContext {
+        now: chrono::Utc::now().timestamp_micros(),
+        new_uuid: &mut new_uuid,
+    };
+    f(&mut ctx).map_err(|e| ApiError::from(opsbuffer_engine::EngineError::from(e)))
+}
+
+fn single_step(
+    op: StepOp,
+    table: Arc<Table>,
+    changes: Vec<opsbuffer_core::tx::PlannedChange>,
+) -> Plan {
+    Plan {
+        steps: vec![PlannedStep { op, table, changes }],
+    }
+}
+
+/// The answer for a one-record write: `{"id", "transaction_id", "status"}`.
+fn single_answer(receipt: Receipt) -> JsonValue {
+    json!({
+        "id": receipt.ids.first().cloned().unwrap_or(JsonValue::Null),
+        "transaction_id": receipt.transaction_id,
+        "status": receipt.status,
+    })
+}
+
+/// `POST /transactions`.
+pub async fn transaction(
+    State(engine): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<JsonValue>), ApiError> {
+    let body = json_body(&body, None)?;
+    let (_, registry) = engine.registry();
+    let plan = plan_with(|ctx| plan_transaction(&registry, &body, ctx))?;
+    let receipt = engine.submit(plan).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"transaction_id": receipt.transaction_id, "ids": receipt.ids, "status": receipt.status}),
+        ),
+    ))
+}
+
+/// `POST /executed_obs_units/start`: `status` defaults to `running`,
+/// `start_time` to now.
+pub async fn start_executed_obs_unit(
+    State(engine): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<JsonValue>), ApiError> {
+    let mut data = object_body(&body, false)?;
+    data.entry("status").or_insert_with(|| json!("running"));
+    data.entry("start_time")
+        .or_insert_with(|| json!(now_text()));
+    create_one(&engine, EXECUTED_OBS_UNIT, data).await
+}
+
+/// `PUT /executed_obs_units/{id}/finish`: `end_time` defaults to now,
+/// `status` to `completed`; only `completed` or `failed` may be sent.
+pub async fn finish_executed_obs_unit(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JsonValue>, ApiError> {
+    let mut data = object_body(&body, true)?;
+    match data.get("status") {
+        None | Some(JsonValue::Null) => {
+            data.insert("status".into(), json!("completed"));
+        }
+        Some(JsonValue::String(s)) if s == "completed" || s == "failed" => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                "status",
+                format!("finish sets status to completed or failed, not {other}"),
+            ));
+        }
+    }
+    data.entry("end_time").or_insert_with(|| json!(now_text()));
+    update_one(&engine, EXECUTED_OBS_UNIT, &id, data).await
+}
+
+/// `POST /raw_data_files/`.
+pub async fn create_raw_data_file(
+    State(engine): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<JsonValue>), ApiError> {
+    let data = object_body(&body, false)?;
+    create_one(&engine, RAW_DATA_FILE, data).await
+}
+
+/// `POST /raw_data_files/bulk`: a list of files, or `{"files": [...]}`.
+pub async fn create_raw_data_files(
+    State(engine): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<JsonValue>), ApiError> {
+    let rows = match json_body(&body, None)? {
+        JsonValue::Array(rows) => rows,
+        JsonValue::Object(mut object)
+            if object.len() == 1 && object.get("files").is_some_and(JsonValue::is_array) =>
+        {
+            match object.remove("files") {
+                Some(JsonValue::Array(rows)) => rows,
+                _ => Vec::new(),
+            }
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "",
+                "the body must be a list of file objects, or {\"files\": [...]}",
+            ));
+        }
+    };
+    if rows.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "",
+            "the list of files is empty; send at least one file",
+        ));
+    }
+    let table = engine.table(RAW_DATA_FILE)?;
+    let changes = plan_with(|ctx| plan_bulk_create(&table, &rows, "", ctx))?;
+    let receipt = engine
+        .submit(single_step(StepOp::BulkCreate, table, changes))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "ids": receipt.ids,
+            "count": receipt.ids.len(),
+            "transaction_id": receipt.transaction_id,
+            "status": receipt.status,
+        })),
+    ))
+}
+
+/// `POST /raw_data_package/`.
+pub async fn create_raw_data_package(
+    State(engine): State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<JsonValue>), ApiError> {
+    let data = object_body(&body, false)?;
+    create_one(&engine, RAW_DATA_PACKAGE, data).await
+}
+
+/// `PUT /raw_data_package/{id}/finalize`: sets `status` to `finalized` and
+/// `finalized_at` to now unless the body says otherwise.
+pub async fn finalize_raw_data_package(
+    State(engine): State<AppState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<JsonValue>, ApiError> {
+    let mut data = object_body(&body, true)?;
+    data.entry("status").or_insert_with(|| json!("finalized"));
+    data.entry("finalized_at")
+        .or_insert_with(|| json!(now_text()));
+    update_one(&engine, RAW_DATA_PACKAGE, &id, data).await
+}
+
+async fn create_one(
+    engine: &Engine,
+    table: &str,
+    data: Map<String, JsonValue>,
+) -> Result<(StatusCode, Json<JsonValue>), ApiError> {
+    let table = engine.table(table)?;
+    let change = plan_with(|ctx| plan_create(&table, &data, "", ctx))?;
+    let receipt = engine
+        .submit(single_step(StepOp::Create, table, vec![change]))
+        .await?;
+    Ok((StatusCode::CREATED, Json(single_answer(receipt))))
+}
+
+async fn update_one(
+    engine: &Engine,
+    table: &str,
+    id: &str,
+    data: Map<String, JsonValue>,
+) -> Result<Json<JsonValue>, ApiError> {
+    let table = engine.table(table)?;
+    let change =
+        plan_with(|_| plan_update(&table, &JsonValue::String(id.to_owned()), &data, "", ""))?;
+    let receipt = engine
+        .submit(single_step(StepOp::Update, table, vec![change]))
+        .await?;
+    Ok(Json(single_answer(receipt)))
+}
+
+/// The current time in RFC 3339 with microseconds, as a default value.
+fn now_text() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

@@ -1,0 +1,135 @@
+-- Helpers shared by every opsbuffer script; each script is this file
+-- followed by its own text. ARGV[1] is the site prefix "{site}:". Every key
+-- starts with it, and its braces make it a hash tag, so all keys of a site
+-- live in one Redis Cluster slot and one script can touch them all.
+
+local prefix = ARGV[1]
+
+-- The per-record state "c,d,n": a create pending (0/1), a delete pending
+-- (0/1), and the number of overlay entries of the record.
+local function rec_get(tbl, key)
+  local s = redis.call('HGET', prefix .. 'rec:' .. tbl, key)
+  if not s then return 0, 0, 0 end
+  local c, d, n = string.match(s, '^(%d),(%d),(%d+)$')
+  return tonumber(c), tonumber(d), tonumber(n)
+end
+
+local function rec_set(tbl, key, c, d, n)
+  if n <= 0 then
+    redis.call('HDEL', prefix .. 'rec:' .. tbl, key)
+  else
+    redis.call('HSET', prefix .. 'rec:' .. tbl, key, c .. ',' .. d .. ',' .. n)
+  end
+end
+
+-- An entry name is "{seq:016}:{index:06}:{kind}:{key}".
+local function parse_field(field)
+  return string.match(field, '^(%d+):(%d+):(%a):(.*)$')
+end
+
+-- Every change of a table's overlays bumps its version and logs the changed
+-- entry names, so a reader with a cached copy fetches only what changed.
+local LOG_MAX = 20000
+
+local function bump_version(tbl)
+  return redis.call('INCR', prefix .. 'ver:' .. tbl)
+end
+
+local function log_change(tbl, ver, op, field)
+  redis.call('ZADD', prefix .. 'log:' .. tbl, ver, ver .. '|' .. op .. '|' .. field)
+end
+
+-- Keeps the log at LOG_MAX entries; "logfloor" is the newest version cut
+-- off, so a reader whose copy is older than it reloads everything.
+local function trim_log(tbl)
+  local logkey = prefix .. 'log:' .. tbl
+  local n = redis.call('ZCARD', logkey)
+  if n > LOG_MAX then
+    local cut = n - LOG_MAX
+    local last = redis.call('ZRANGE', logkey, cut - 1, cut - 1, 'WITHSCORES')
+    redis.call('ZREMRANGEBYRANK', logkey, 0, cut - 1)
+    redis.call('SET', prefix .. 'logfloor:' .. tbl, last[2])
+  end
+end
+
+-- Removes one overlay entry and updates its record's state. Removing a
+-- create means local has the record (eviction) or nobody ever will
+-- (discard); either way the buffer no longer holds the record itself.
+local function remove_entry(tbl, field, ver)
+  local removed = redis.call('HDEL', prefix .. 'overlay:' .. tbl, field)
+  if removed == 1 then
+    local _, _, kind, key = parse_field(field)
+    local c, d, n = rec_get(tbl, key)
+    if kind == 'c' then c = 0 end
+    if kind == 'd' then d = 0 end
+    rec_set(tbl, key, c, d, n - 1)
+    log_change(tbl, ver, '-', field)
+  end
+  return removed
+end
+
+-- Removes every overlay entry of a transaction, bumping each table's
+-- version once.
+local function remove_entries(entries_json)
+  if not entries_json then return end
+  local versions = {}
+  for _, pair in ipairs(cjson.decode(entries_json)) do
+    local tbl, field = pair[1], pair[2]
+    if not versions[tbl] then versions[tbl] = bump_version(tbl) end
+    remove_entry(tbl, field, versions[tbl])
+  end
+  for tbl, _ in pairs(versions) do trim_log(tbl) end
+end
+
+-- "held" maps a record ("table\31key") to the space-separated ids of the
+-- dead-lettered or blocked transactions that touch it.
+local function hold_keys(txid, keys_json)
+  if not keys_json then return end
+  for _, k in ipairs(cjson.decode(keys_json)) do
+    local cur = redis.call('HGET', prefix .. 'held', k)
+    if cur then
+      redis.call('HSET', prefix .. 'held', k, cur .. ' ' .. txid)
+    else
+      redis.call('HSET', prefix .. 'held', k, txid)
+    end
+  end
+end
+
+local function release_keys(txid, keys_json)
+  if not keys_json then return end
+  for _, k in ipairs(cjson.decode(keys_json)) do
+    local cur = redis.call('HGET', prefix .. 'held', k)
+    if cur then
+      local rest = {}
+      for id in string.gmatch(cur, '%S+') do
+        if id ~= txid then rest[#rest + 1] = id end
+      end
+      if #rest == 0 then
+        redis.call('HDEL', prefix .. 'held', k)
+      else
+        redis.call('HSET', prefix .. 'held', k, table.concat(rest, ' '))
+      end
+    end
+  end
+end
+
+-- Puts every blocked transaction back in the queue at its own sequence
+-- number; the drainer blocks again those that still touch a held record.
+local function unblock_all(now)
+  local blocked = redis.call('ZRANGE', prefix .. 'blocked', 0, -1, 'WITHSCORES')
+  for i = 1, #blocked, 2 do
+    local id, seq = blocked[i], blocked[i + 1]
+    local txkey = prefix .. 'tx:' .. id
+    release_keys(id, redis.call('HGET', txkey, 'keys'))
+    redis.call('ZADD', prefix .. 'queue', seq, id)
+    redis.call('HSET', txkey, 'state', 'queued', 'requeued_ms', now)
+    redis.call('HDEL', txkey, 'blocked_by')
+  end
+  redis.call('DEL', prefix .. 'blocked')
+  return #blocked / 2
+end
+
+local function lease_held(lease)
+  return redis.call('GET', prefix .. 'drainer') == lease
+end
+
