@@ -1,5 +1,6 @@
 //! The `opsbuffer` command.
 
+mod demo;
 mod serve;
 mod settings;
 
@@ -46,6 +47,8 @@ enum Command {
         #[command(flatten)]
         connections: Connections,
     },
+    /// Replay an observing night from a schedule against the site API, with main unreachable for part of it and replica replay paused for another part, then check that the replica ends with exactly every acknowledged record.
+    Demo(demo::DemoArgs),
 }
 
 fn init_logging(format: LogFormat) {
@@ -68,6 +71,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve { settings, listen } => serve::run(settings, listen).await,
         Command::Migrate { connections } => migrate(connections).await,
+        Command::Demo(args) => demo::run(args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
