@@ -1,6 +1,7 @@
 //! The `opsbuffer` command.
 
 mod demo;
+mod operator;
 mod serve;
 mod settings;
 
@@ -49,15 +50,33 @@ enum Command {
     },
     /// Replay an observing night from a schedule against the site API, with main unreachable for part of it and replica replay paused for another part, then check that the replica ends with exactly every acknowledged record.
     Demo(demo::DemoArgs),
+    /// Inspect, retry or discard dead-lettered transactions.
+    Dead {
+        #[command(subcommand)]
+        command: operator::DeadCommand,
+        #[command(flatten)]
+        args: operator::OperatorArgs,
+    },
+    /// Inspect transactions.
+    Tx {
+        #[command(subcommand)]
+        command: TxCommand,
+        #[command(flatten)]
+        args: operator::OperatorArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TxCommand {
+    /// Show a transaction's state, attempts, error and records.
+    Show { id: uuid::Uuid },
 }
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("LOG_LEVEL")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -72,6 +91,8 @@ async fn main() -> std::process::ExitCode {
         Command::Serve { settings, listen } => serve::run(settings, listen).await,
         Command::Migrate { connections } => migrate(connections).await,
         Command::Demo(args) => demo::run(args).await,
+        Command::Dead { command, args } => operator::dead(command, args).await,
+        Command::Tx { command: TxCommand::Show { id }, args } => operator::show_transaction(id, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

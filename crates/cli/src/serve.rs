@@ -30,9 +30,7 @@ pub async fn run(settings: ServiceSettings, listen: SocketAddr) -> anyhow::Resul
         background.push(watch::spawn(engine.clone()));
     }
 
-    let listener = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     tracing::info!(address = %listener.local_addr()?, "listening");
     let app = opsbuffer_http::router(engine.clone());
     let shutdown_engine = engine.clone();

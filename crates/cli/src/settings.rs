@@ -8,7 +8,7 @@ use clap::Args;
 use opsbuffer_engine::config::{parse_duration, validate_site_name};
 use opsbuffer_engine::{DrainSettings, SiteConfig, SiteType};
 use opsbuffer_pg::PgSettings;
-use opsbuffer_redis::{BufferSettings, DEFAULT_RETENTION};
+use opsbuffer_redis::BufferSettings;
 
 fn duration(text: &str) -> Result<Duration, String> {
     parse_duration(text)
@@ -26,19 +26,11 @@ fn site_name(text: &str) -> Result<String, String> {
 #[derive(Debug, Clone, Args)]
 pub struct Connections {
     /// URL of the main database, the only write target.
-    #[arg(
-        long,
-        env = "MAIN_DB_URL",
-        default_value = "postgres://opsbuffer@127.0.0.1:54320/opsbuffer"
-    )]
+    #[arg(long, env = "MAIN_DB_URL", default_value = "postgres://opsbuffer@127.0.0.1:54320/opsbuffer")]
     pub main_db_url: String,
 
     /// URL of the local database: the streaming replica at a secondary site, main itself at a main site.
-    #[arg(
-        long,
-        env = "LOCAL_DB_URL",
-        default_value = "postgres://opsbuffer@127.0.0.1:54321/opsbuffer"
-    )]
+    #[arg(long, env = "LOCAL_DB_URL", default_value = "postgres://opsbuffer@127.0.0.1:54321/opsbuffer")]
     pub local_db_url: String,
 
     /// URL of Redis, which holds the buffer.
@@ -70,12 +62,7 @@ pub struct Connections {
     pub redis_timeout: Duration,
 
     /// Comma-separated database schemas whose tables are served.
-    #[arg(
-        long,
-        env = "DB_SCHEMAS",
-        default_value = "public",
-        value_delimiter = ','
-    )]
+    #[arg(long, env = "DB_SCHEMAS", default_value = "public", value_delimiter = ',')]
     pub db_schemas: Vec<String>,
 }
 
@@ -168,40 +155,12 @@ impl Connections {
             retention,
         }
     }
-
-    /// A configuration for one-off commands: no background tasks run, so
-    /// only the connection settings matter.
-    pub fn site_config(&self) -> SiteConfig {
-        ServiceSettings::defaults_for(self.clone()).site_config()
-    }
 }
 
 impl ServiceSettings {
-    fn defaults_for(connections: Connections) -> ServiceSettings {
-        let drain = DrainSettings::default();
-        ServiceSettings {
-            connections,
-            lsn_check_interval: Duration::from_millis(100),
-            lsn_timeout: Duration::from_secs(30),
-            drain_batch_size: drain.batch_size as u64,
-            drain_batch_timeout: drain.batch_timeout,
-            drain_retry_initial: drain.retry_initial,
-            drain_retry_max: drain.retry_max,
-            drainer_lease_ttl: drain.lease_ttl,
-            max_pending_transactions: 1_000_000,
-            redis_allow_unsafe_persistence: true,
-            startup_timeout: Duration::from_secs(10),
-            transaction_retention: DEFAULT_RETENTION,
-        }
-    }
-
     pub fn site_config(&self) -> SiteConfig {
         let c = &self.connections;
-        let local = if c.site_type == SiteType::Main && c.local_db_url.is_empty() {
-            c.main()
-        } else {
-            c.local()
-        };
+        let local = if c.site_type == SiteType::Main && c.local_db_url.is_empty() { c.main() } else { c.local() };
         SiteConfig {
             site_name: c.site_name.clone(),
             site_type: c.site_type,

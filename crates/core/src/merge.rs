@@ -36,10 +36,7 @@ impl Source {
 
     /// The source of a record with this overlay.
     pub fn of(overlay: &RecordOverlay) -> Source {
-        let patched = overlay
-            .entries()
-            .iter()
-            .any(|e| matches!(e.change, crate::overlay::Change::Patch(_)));
+        let patched = overlay.entries().iter().any(|e| matches!(e.change, crate::overlay::Change::Patch(_)));
         if patched {
             Source::ReadBuffer
         } else if overlay.has_create() {
@@ -77,44 +74,23 @@ pub fn merge_page<'o>(
 ) -> Page {
     let mut candidates: Vec<MergedRecord> = local_page
         .into_iter()
-        .map(|row| MergedRecord {
-            key: row.get(primary_key).key_text(),
-            row,
-            source: Source::Database,
-        })
+        .map(|row| MergedRecord { key: row.get(primary_key).key_text(), row, source: Source::Database })
         .collect();
 
     for (key, overlay) in overlays {
-        let local = if overlay.has_create() {
-            None
-        } else {
-            local_overlaid.get(key)
-        };
+        let local = if overlay.has_create() { None } else { local_overlaid.get(key) };
         if let Some(row) = overlay.apply(local)
             && query.matches(&row)
         {
-            candidates.push(MergedRecord {
-                key: key.clone(),
-                row,
-                source: Source::of(overlay),
-            });
+            candidates.push(MergedRecord { key: key.clone(), row, source: Source::of(overlay) });
         }
     }
 
     candidates.sort_by(|a, b| compare_rows(&query.order, &a.row, &b.row));
     let has_more = candidates.len() > query.limit;
     candidates.truncate(query.limit);
-    let next = if has_more {
-        candidates
-            .last()
-            .map(|r| Cursor::after_row(&query.order, &r.row))
-    } else {
-        None
-    };
-    Page {
-        records: candidates,
-        next,
-    }
+    let next = if has_more { candidates.last().map(|r| Cursor::after_row(&query.order, &r.row)) } else { None };
+    Page { records: candidates, next }
 }
 
 /// The merged value of one record, from its local row and overlay.
@@ -131,10 +107,5 @@ pub fn merge_record(local: Option<&Row>, overlay: Option<&RecordOverlay>) -> Opt
 /// The keys of overlaid records whose local row the merge needs: those not
 /// created in the buffer.
 pub fn keys_needing_local_rows(overlays: &TableOverlays) -> Vec<String> {
-    overlays
-        .records
-        .iter()
-        .filter(|(_, o)| !o.has_create())
-        .map(|(k, _)| k.clone())
-        .collect()
+    overlays.records.iter().filter(|(_, o)| !o.has_create()).map(|(k, _)| k.clone()).collect()
 }

@@ -56,12 +56,7 @@ pub struct EntryId {
 
 impl EntryId {
     pub fn new(seq: u64, index: u32, kind: ChangeKind, key: impl Into<String>) -> EntryId {
-        EntryId {
-            seq,
-            index,
-            kind,
-            key: key.into(),
-        }
+        EntryId { seq, index, kind, key: key.into() }
     }
 
     /// Parses a name written by `Display`.
@@ -82,14 +77,7 @@ impl EntryId {
 
 impl fmt::Display for EntryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:016}:{:06}:{}:{}",
-            self.seq,
-            self.index,
-            self.kind.code(),
-            self.key
-        )
+        write!(f, "{:016}:{:06}:{}:{}", self.seq, self.index, self.kind.code(), self.key)
     }
 }
 
@@ -134,15 +122,10 @@ impl OverlayEntry {
     }
 
     /// Reads an entry from its name and stored JSON.
-    pub fn from_stored(
-        table: &Table,
-        field: &str,
-        stored: &str,
-    ) -> Result<OverlayEntry, TypeError> {
-        let id = EntryId::parse(field)
-            .ok_or_else(|| TypeError(format!("malformed overlay entry name {field:?}")))?;
-        let json: Json = serde_json::from_str(stored)
-            .map_err(|e| TypeError(format!("overlay entry {field} is not JSON: {e}")))?;
+    pub fn from_stored(table: &Table, field: &str, stored: &str) -> Result<OverlayEntry, TypeError> {
+        let id = EntryId::parse(field).ok_or_else(|| TypeError(format!("malformed overlay entry name {field:?}")))?;
+        let json: Json =
+            serde_json::from_str(stored).map_err(|e| TypeError(format!("overlay entry {field} is not JSON: {e}")))?;
         let transaction_id = json
             .get("tx")
             .and_then(Json::as_str)
@@ -155,11 +138,7 @@ impl OverlayEntry {
             ChangeKind::Patch => Change::Patch(patch_from_stored(table, data)?),
             ChangeKind::Delete => Change::Delete,
         };
-        Ok(OverlayEntry {
-            id,
-            transaction_id,
-            change,
-        })
+        Ok(OverlayEntry { id, transaction_id, change })
     }
 }
 
@@ -219,9 +198,7 @@ impl RecordOverlay {
 
     /// Whether any pending patch sets column `position`.
     pub fn patches_column(&self, position: usize) -> bool {
-        self.entries
-            .iter()
-            .any(|e| matches!(&e.change, Change::Patch(p) if p.iter().any(|(i, _)| *i == position)))
+        self.entries.iter().any(|e| matches!(&e.change, Change::Patch(p) if p.iter().any(|(i, _)| *i == position)))
     }
 
     /// The distinct transactions with entries here, in acknowledgement order.
@@ -270,10 +247,7 @@ pub struct TableOverlays {
 
 impl TableOverlays {
     pub fn insert(&mut self, entry: OverlayEntry) {
-        self.records
-            .entry(entry.id.key.clone())
-            .or_default()
-            .insert(entry);
+        self.records.entry(entry.id.key.clone()).or_default().insert(entry);
     }
 
     pub fn remove(&mut self, id: &EntryId) {
@@ -328,11 +302,7 @@ mod tests {
     #[test]
     fn patch_changes_only_its_fields() {
         let mut overlay = RecordOverlay::new();
-        overlay.insert(entry(
-            1,
-            0,
-            Change::Patch(vec![(1, Value::Text("completed".into()))]),
-        ));
+        overlay.insert(entry(1, 0, Change::Patch(vec![(1, Value::Text("completed".into()))])));
         let merged = overlay.apply(Some(&row(7, "running"))).unwrap();
         assert_eq!(merged, row(7, "completed"));
     }
@@ -340,16 +310,8 @@ mod tests {
     #[test]
     fn later_patch_wins_whatever_the_insert_order() {
         let mut overlay = RecordOverlay::new();
-        overlay.insert(entry(
-            2,
-            0,
-            Change::Patch(vec![(1, Value::Text("second".into()))]),
-        ));
-        overlay.insert(entry(
-            1,
-            0,
-            Change::Patch(vec![(1, Value::Text("first".into()))]),
-        ));
+        overlay.insert(entry(2, 0, Change::Patch(vec![(1, Value::Text("second".into()))])));
+        overlay.insert(entry(1, 0, Change::Patch(vec![(1, Value::Text("first".into()))])));
         assert_eq!(overlay.apply(Some(&row(1, "x"))).unwrap(), row(1, "second"));
     }
 
@@ -357,10 +319,7 @@ mod tests {
     fn create_replaces_local_and_delete_removes() {
         let mut overlay = RecordOverlay::new();
         overlay.insert(entry(1, 0, Change::Create(row(1, "buffered"))));
-        assert_eq!(
-            overlay.apply(Some(&row(1, "stale"))).unwrap(),
-            row(1, "buffered")
-        );
+        assert_eq!(overlay.apply(Some(&row(1, "stale"))).unwrap(), row(1, "buffered"));
         overlay.insert(entry(2, 0, Change::Delete));
         assert_eq!(overlay.apply(None), None);
         assert!(overlay.ends_deleted());
@@ -377,16 +336,8 @@ mod tests {
     fn reapplying_replicated_entries_is_harmless() {
         // Local already shows both patches; applying them again changes nothing.
         let mut overlay = RecordOverlay::new();
-        overlay.insert(entry(
-            1,
-            0,
-            Change::Patch(vec![(1, Value::Text("a".into()))]),
-        ));
-        overlay.insert(entry(
-            2,
-            0,
-            Change::Patch(vec![(1, Value::Text("b".into()))]),
-        ));
+        overlay.insert(entry(1, 0, Change::Patch(vec![(1, Value::Text("a".into()))])));
+        overlay.insert(entry(2, 0, Change::Patch(vec![(1, Value::Text("b".into()))])));
         assert_eq!(overlay.apply(Some(&row(1, "b"))).unwrap(), row(1, "b"));
     }
 }

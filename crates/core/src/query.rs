@@ -31,10 +31,7 @@ pub struct QueryError {
 }
 
 fn query_error(field: &str, message: impl Into<String>) -> QueryError {
-    QueryError {
-        field: field.to_owned(),
-        message: message.into(),
-    }
+    QueryError { field: field.to_owned(), message: message.into() }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,22 +64,12 @@ pub struct Condition {
 impl Condition {
     /// Builds an equality condition on a column.
     pub fn eq(column: usize, value: Value) -> Condition {
-        Condition {
-            column,
-            op: Operator::Eq,
-            negated: false,
-            values: vec![value],
-        }
+        Condition { column, op: Operator::Eq, negated: false, values: vec![value] }
     }
 
     /// Builds `column in (values)`.
     pub fn any_of(column: usize, values: Vec<Value>) -> Condition {
-        Condition {
-            column,
-            op: Operator::In,
-            negated: false,
-            values,
-        }
+        Condition { column, op: Operator::In, negated: false, values }
     }
 
     /// Parses `op.value`, `not.op.value` or a bare value (equality) for
@@ -103,10 +90,7 @@ impl Condition {
         if !ty.is_supported() {
             return Err(query_error(
                 column_name,
-                format!(
-                    "column {column_name} has type {}, which cannot be filtered",
-                    ty.display_name()
-                ),
+                format!("column {column_name} has type {}, which cannot be filtered", ty.display_name()),
             ));
         }
 
@@ -120,18 +104,14 @@ impl Condition {
             None if negated => {
                 return Err(query_error(
                     column_name,
-                    format!(
-                        "{column_name}=not.{rest} needs an operator after not., such as not.eq.{rest}"
-                    ),
+                    format!("{column_name}=not.{rest} needs an operator after not., such as not.eq.{rest}"),
                 ));
             }
             None => Operator::Eq,
         };
 
-        let parse_one = |text: &str| {
-            ty.parse_text(text)
-                .map_err(|e| query_error(column_name, format!("{column_name}: {e}")))
-        };
+        let parse_one =
+            |text: &str| ty.parse_text(text).map_err(|e| query_error(column_name, format!("{column_name}: {e}")));
         let values = match op {
             Operator::Eq | Operator::Neq => vec![parse_one(operand)?],
             Operator::Lt | Operator::Lte | Operator::Gt | Operator::Gte => {
@@ -147,22 +127,16 @@ impl Condition {
                 vec![parse_one(operand)?]
             }
             Operator::In => {
-                let items = parse_in_list(operand)
-                    .map_err(|m| query_error(column_name, format!("{column_name}: {m}")))?;
-                items
-                    .iter()
-                    .map(|t| parse_one(t))
-                    .collect::<Result<Vec<_>, _>>()?
+                let items =
+                    parse_in_list(operand).map_err(|m| query_error(column_name, format!("{column_name}: {m}")))?;
+                items.iter().map(|t| parse_one(t)).collect::<Result<Vec<_>, _>>()?
             }
             Operator::IsNull | Operator::IsTrue | Operator::IsFalse => Vec::new(),
             Operator::Like | Operator::Ilike => {
                 if !ty.is_text() {
                     return Err(query_error(
                         column_name,
-                        format!(
-                            "like applies to text columns; {column_name} has type {}",
-                            ty.display_name()
-                        ),
+                        format!("like applies to text columns; {column_name} has type {}", ty.display_name()),
                     ));
                 }
                 vec![Value::Text(operand.replace('*', "%"))]
@@ -175,9 +149,7 @@ impl Condition {
             (Operator::IsNull, other) => {
                 return Err(query_error(
                     column_name,
-                    format!(
-                        "{column_name}=is.{other} is not valid; use is.null, is.true or is.false"
-                    ),
+                    format!("{column_name}=is.{other} is not valid; use is.null, is.true or is.false"),
                 ));
             }
             (op, _) => op,
@@ -188,12 +160,7 @@ impl Condition {
                 format!("is.true and is.false apply to boolean columns; {column_name} is not one"),
             ));
         }
-        Ok(Condition {
-            column: position,
-            op,
-            negated,
-            values,
-        })
+        Ok(Condition { column: position, op, negated, values })
     }
 
     /// Evaluates the condition on a row with SQL's three-valued logic;
@@ -207,12 +174,8 @@ impl Condition {
             Operator::Eq => value.sql_eq(&self.values[0]),
             Operator::Neq => value.sql_eq(&self.values[0]).map(|b| !b),
             Operator::Lt => value.sql_cmp(&self.values[0]).map(|o| o == Ordering::Less),
-            Operator::Lte => value
-                .sql_cmp(&self.values[0])
-                .map(|o| o != Ordering::Greater),
-            Operator::Gt => value
-                .sql_cmp(&self.values[0])
-                .map(|o| o == Ordering::Greater),
+            Operator::Lte => value.sql_cmp(&self.values[0]).map(|o| o != Ordering::Greater),
+            Operator::Gt => value.sql_cmp(&self.values[0]).map(|o| o == Ordering::Greater),
             Operator::Gte => value.sql_cmp(&self.values[0]).map(|o| o != Ordering::Less),
             Operator::In => {
                 if value.is_null() {
@@ -228,11 +191,7 @@ impl Condition {
                 _ => None,
             },
         };
-        if self.negated {
-            result.map(|b| !b)
-        } else {
-            result
-        }
+        if self.negated { result.map(|b| !b) } else { result }
     }
 }
 
@@ -264,9 +223,7 @@ pub fn parse_in_list(text: &str) -> Result<Vec<String>, String> {
     let inner = text
         .strip_prefix('(')
         .and_then(|t| t.strip_suffix(')'))
-        .ok_or_else(|| {
-            format!("in. expects a list in parentheses such as in.(a,b,c); got {text:?}")
-        })?;
+        .ok_or_else(|| format!("in. expects a list in parentheses such as in.(a,b,c); got {text:?}"))?;
     let mut items = Vec::new();
     let mut current = String::new();
     let mut chars = inner.chars().peekable();
@@ -329,11 +286,7 @@ pub fn like_match(text: &str, pattern: &str, ignore_case: bool) -> bool {
     }
     let text: Vec<char> = text.chars().collect();
     let same = |a: char, b: char| {
-        if ignore_case {
-            a.eq_ignore_ascii_case(&b)
-        } else {
-            a == b
-        }
+        if ignore_case { a.eq_ignore_ascii_case(&b) } else { a == b }
     };
 
     // Greedy matching with backtracking to the last `%`: linear in practice.
@@ -377,11 +330,7 @@ pub struct OrderTerm {
 impl OrderTerm {
     /// Ascending with PostgreSQL's default NULL placement (last).
     pub fn asc(column: usize) -> OrderTerm {
-        OrderTerm {
-            column,
-            descending: false,
-            nulls_first: false,
-        }
+        OrderTerm { column, descending: false, nulls_first: false }
     }
 }
 
@@ -396,19 +345,13 @@ pub fn parse_order(table: &Table, raw: Option<&str>) -> Result<Vec<OrderTerm>, Q
             let column = table.column_position(name).ok_or_else(|| {
                 query_error(
                     "order",
-                    format!(
-                        "unknown column {name:?} in order; known columns: {}",
-                        table.column_list()
-                    ),
+                    format!("unknown column {name:?} in order; known columns: {}", table.column_list()),
                 )
             })?;
             if !base_type(&table.columns[column].ty).is_orderable() {
                 return Err(query_error(
                     "order",
-                    format!(
-                        "column {name} has type {}, which has no order",
-                        table.columns[column].ty.display_name()
-                    ),
+                    format!("column {name} has type {}, which has no order", table.columns[column].ty.display_name()),
                 ));
             }
             let mut descending = false;
@@ -432,16 +375,9 @@ pub fn parse_order(table: &Table, raw: Option<&str>) -> Result<Vec<OrderTerm>, Q
             // PostgreSQL's default: NULLs sort as larger than any value.
             let nulls_first = nulls.unwrap_or(descending);
             if terms.iter().any(|t: &OrderTerm| t.column == column) {
-                return Err(query_error(
-                    "order",
-                    format!("column {name} appears twice in order"),
-                ));
+                return Err(query_error("order", format!("column {name} appears twice in order")));
             }
-            terms.push(OrderTerm {
-                column,
-                descending,
-                nulls_first,
-            });
+            terms.push(OrderTerm { column, descending, nulls_first });
         }
     }
     if let Some(pk) = table.primary_key
@@ -498,9 +434,7 @@ pub struct Cursor {
 impl Cursor {
     /// The cursor that points just past `row`.
     pub fn after_row(order: &[OrderTerm], row: &Row) -> Cursor {
-        Cursor {
-            values: order.iter().map(|t| row.get(t.column).clone()).collect(),
-        }
+        Cursor { values: order.iter().map(|t| row.get(t.column).clone()).collect() }
     }
 
     pub fn encode(&self, table: &Table, order: &[OrderTerm]) -> String {
@@ -513,14 +447,9 @@ impl Cursor {
 
     pub fn decode(table: &Table, order: &[OrderTerm], token: &str) -> Result<Cursor, QueryError> {
         let invalid = || {
-            query_error(
-                "after",
-                "the after= cursor is not valid; pass the next value of the previous page unchanged",
-            )
+            query_error("after", "the after= cursor is not valid; pass the next value of the previous page unchanged")
         };
-        let bytes = URL_SAFE_NO_PAD
-            .decode(token.trim_end_matches('='))
-            .map_err(|_| invalid())?;
+        let bytes = URL_SAFE_NO_PAD.decode(token.trim_end_matches('=')).map_err(|_| invalid())?;
         let body: Json = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
         let signature = body.get("o").and_then(Json::as_str).ok_or_else(invalid)?;
         let expected = order_signature(table, order);
@@ -538,8 +467,7 @@ impl Cursor {
         }
         let mut values = Vec::with_capacity(keys.len());
         for (term, json) in order.iter().zip(keys) {
-            values
-                .push(decode_stored(&table.columns[term.column].ty, json).map_err(|_| invalid())?);
+            values.push(decode_stored(&table.columns[term.column].ty, json).map_err(|_| invalid())?);
         }
         Ok(Cursor { values })
     }
@@ -565,11 +493,7 @@ fn order_signature(table: &Table, order: &[OrderTerm]) -> String {
                 "{}.{}.{}",
                 table.columns[t.column].name,
                 if t.descending { "desc" } else { "asc" },
-                if t.nulls_first {
-                    "nullsfirst"
-                } else {
-                    "nullslast"
-                }
+                if t.nulls_first { "nullsfirst" } else { "nullslast" }
             )
         })
         .collect::<Vec<_>>()
@@ -588,30 +512,18 @@ pub struct Query {
 impl Query {
     /// Every record of the table in primary-key order, up to `limit`.
     pub fn all(table: &Table, limit: usize) -> Query {
-        Query {
-            conditions: Vec::new(),
-            order: parse_order(table, None).unwrap_or_default(),
-            limit,
-            after: None,
-        }
+        Query { conditions: Vec::new(), order: parse_order(table, None).unwrap_or_default(), limit, after: None }
     }
 
     /// Whether a merged row belongs in the result (ignoring limit).
     pub fn matches(&self, row: &Row) -> bool {
         self.conditions.iter().all(|c| c.eval(row) == Some(true))
-            && self
-                .after
-                .as_ref()
-                .is_none_or(|cursor| cursor.precedes(&self.order, row))
+            && self.after.as_ref().is_none_or(|cursor| cursor.precedes(&self.order, row))
     }
 
     /// Parses the query-string parameters of a read request. Parameters in
     /// `reserved` (such as `provenance`) are left to the caller.
-    pub fn parse(
-        table: &Table,
-        params: &[(String, String)],
-        reserved: &[&str],
-    ) -> Result<Query, QueryError> {
+    pub fn parse(table: &Table, params: &[(String, String)], reserved: &[&str]) -> Result<Query, QueryError> {
         let mut conditions = Vec::new();
         let mut order_raw: Option<&str> = None;
         let mut limit = DEFAULT_LIMIT;
@@ -623,16 +535,11 @@ impl Query {
                     limit = value.parse::<usize>().map_err(|_| {
                         query_error(
                             "limit",
-                            format!(
-                                "limit must be a whole number from 1 to {MAX_LIMIT}; got {value:?}"
-                            ),
+                            format!("limit must be a whole number from 1 to {MAX_LIMIT}; got {value:?}"),
                         )
                     })?;
                     if limit == 0 || limit > MAX_LIMIT {
-                        return Err(query_error(
-                            "limit",
-                            format!("limit must be from 1 to {MAX_LIMIT}; got {limit}"),
-                        ));
+                        return Err(query_error("limit", format!("limit must be from 1 to {MAX_LIMIT}; got {limit}")));
                     }
                 }
                 "after" => after_raw = Some(value),
@@ -647,15 +554,8 @@ impl Query {
             }
         }
         let order = parse_order(table, order_raw)?;
-        let after = after_raw
-            .map(|token| Cursor::decode(table, &order, token))
-            .transpose()?;
-        Ok(Query {
-            conditions,
-            order,
-            limit,
-            after,
-        })
+        let after = after_raw.map(|token| Cursor::decode(table, &order, token)).transpose()?;
+        Ok(Query { conditions, order, limit, after })
     }
 }
 
@@ -683,10 +583,7 @@ mod tests {
     fn in_list_handles_quotes() {
         assert_eq!(parse_in_list("(a,b,c)").unwrap(), vec!["a", "b", "c"]);
         assert_eq!(parse_in_list("(\"a,b\",c)").unwrap(), vec!["a,b", "c"]);
-        assert_eq!(
-            parse_in_list("(\"say \\\"hi\\\"\")").unwrap(),
-            vec!["say \"hi\""]
-        );
+        assert_eq!(parse_in_list("(\"say \\\"hi\\\"\")").unwrap(), vec!["say \"hi\""]);
         assert_eq!(parse_in_list("(a,,b)").unwrap(), vec!["a", "", "b"]);
         assert!(parse_in_list("a,b").is_err());
         assert!(parse_in_list("()").is_err());

@@ -26,12 +26,7 @@ impl Row {
 
     /// The record as a JSON object keyed by column name, in column order.
     pub fn to_json(&self, table: &Table) -> Map<String, Json> {
-        table
-            .columns
-            .iter()
-            .zip(&self.0)
-            .map(|(c, v)| (c.name.clone(), v.to_json()))
-            .collect()
+        table.columns.iter().zip(&self.0).map(|(c, v)| (c.name.clone(), v.to_json())).collect()
     }
 
     /// Reads a row from its stored JSON object; every column must be present.
@@ -39,10 +34,7 @@ impl Row {
         let mut values = Vec::with_capacity(table.columns.len());
         for column in &table.columns {
             let json = object.get(&column.name).unwrap_or(&Json::Null);
-            values.push(
-                decode_stored(&column.ty, json)
-                    .map_err(|e| TypeError(format!("{}: {e}", column.name)))?,
-            );
+            values.push(decode_stored(&column.ty, json).map_err(|e| TypeError(format!("{}: {e}", column.name)))?);
         }
         Ok(Row(values))
     }
@@ -53,10 +45,7 @@ pub type Patch = Vec<(usize, Value)>;
 
 /// Writes a patch as a JSON object keyed by column name.
 pub fn patch_to_json(table: &Table, patch: &Patch) -> Map<String, Json> {
-    patch
-        .iter()
-        .map(|(i, v)| (table.columns[*i].name.clone(), v.to_json()))
-        .collect()
+    patch.iter().map(|(i, v)| (table.columns[*i].name.clone(), v.to_json())).collect()
 }
 
 /// Reads a patch from its stored JSON object. Columns the table no longer
@@ -64,14 +53,10 @@ pub fn patch_to_json(table: &Table, patch: &Patch) -> Map<String, Json> {
 pub fn patch_from_stored(table: &Table, object: &Map<String, Json>) -> Result<Patch, TypeError> {
     let mut patch = Vec::with_capacity(object.len());
     for (name, json) in object {
-        let position = table.column_position(name).ok_or_else(|| {
-            TypeError(format!(
-                "column {name} no longer exists in table {}",
-                table.name
-            ))
-        })?;
-        let value = decode_stored(&table.columns[position].ty, json)
-            .map_err(|e| TypeError(format!("{name}: {e}")))?;
+        let position = table
+            .column_position(name)
+            .ok_or_else(|| TypeError(format!("column {name} no longer exists in table {}", table.name)))?;
+        let value = decode_stored(&table.columns[position].ty, json).map_err(|e| TypeError(format!("{name}: {e}")))?;
         patch.push((position, value));
     }
     Ok(patch)
@@ -82,11 +67,7 @@ pub fn patch_from_stored(table: &Table, object: &Map<String, Json>) -> Result<Pa
 pub fn decode_stored(ty: &ColumnType, json: &Json) -> Result<Value, TypeError> {
     match json {
         Json::String(s) if !ty.is_text() && !ty.is_json() => base_type(ty).parse_text(s),
-        _ if ty.is_json() => Ok(if json.is_null() {
-            Value::Null
-        } else {
-            Value::Json(json.clone())
-        }),
+        _ if ty.is_json() => Ok(if json.is_null() { Value::Null } else { Value::Json(json.clone()) }),
         _ => base_type(ty).coerce_json(json),
     }
 }
@@ -95,10 +76,7 @@ pub fn decode_stored(ty: &ColumnType, json: &Json) -> Result<Value, TypeError> {
 /// literal compared with the column, and of stored values already checked.
 pub fn base_type(ty: &ColumnType) -> ColumnType {
     match ty {
-        ColumnType::Numeric { .. } => ColumnType::Numeric {
-            precision: None,
-            scale: None,
-        },
+        ColumnType::Numeric { .. } => ColumnType::Numeric { precision: None, scale: None },
         ColumnType::Varchar { .. } => ColumnType::Varchar { max_chars: None },
         other => other.clone(),
     }
@@ -136,18 +114,9 @@ mod tests {
     fn stored_values_round_trip() {
         let cases = [
             (ColumnType::Double, Value::Double(f64::NAN)),
-            (
-                ColumnType::Timestamptz,
-                Value::Timestamptz(1_700_000_000_123_456),
-            ),
+            (ColumnType::Timestamptz, Value::Timestamptz(1_700_000_000_123_456)),
             (ColumnType::Timestamptz, Value::Timestamptz(i64::MAX)),
-            (
-                ColumnType::Numeric {
-                    precision: Some(4),
-                    scale: Some(2),
-                },
-                Value::Numeric(Numeric::NaN),
-            ),
+            (ColumnType::Numeric { precision: Some(4), scale: Some(2) }, Value::Numeric(Numeric::NaN)),
             (ColumnType::Text, Value::Text("NaN".into())),
             (ColumnType::Jsonb, Value::Json(json!("a string"))),
             (ColumnType::Real, Value::Real(0.3)),

@@ -133,17 +133,8 @@ pub struct Table {
 }
 
 impl Table {
-    pub fn new(
-        name: String,
-        schema: String,
-        columns: Vec<Column>,
-        primary_key: Option<usize>,
-    ) -> Table {
-        let column_index = columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.clone(), i))
-            .collect();
+    pub fn new(name: String, schema: String, columns: Vec<Column>, primary_key: Option<usize>) -> Table {
+        let column_index = columns.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
         let key_generation = match primary_key {
             None => KeyGeneration::NoKey,
             Some(pk) => {
@@ -190,11 +181,7 @@ impl Table {
 
     /// The column names, comma separated, for messages.
     pub fn column_list(&self) -> String {
-        self.columns
-            .iter()
-            .map(|c| c.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
     }
 }
 
@@ -237,11 +224,7 @@ impl Registry {
                     ReferencingKey {
                         table: table.name.clone(),
                         constraint: fk.name.clone(),
-                        columns: fk
-                            .columns
-                            .iter()
-                            .map(|i| table.columns[*i].name.clone())
-                            .collect(),
+                        columns: fk.columns.iter().map(|i| table.columns[*i].name.clone()).collect(),
                         referenced_columns: fk.referenced_columns.clone(),
                         on_delete: fk.on_delete,
                     },
@@ -260,10 +243,7 @@ impl Registry {
             by_name.insert(t.name.clone(), i);
             by_name.entry(t.model_name.clone()).or_insert(i);
         }
-        Registry {
-            tables: tables.into_iter().map(Arc::new).collect(),
-            by_name,
-        }
+        Registry { tables: tables.into_iter().map(Arc::new).collect(), by_name }
     }
 
     /// Resolves a model name (`ExecutedObsUnit`) or SQL name
@@ -278,11 +258,7 @@ impl Registry {
 
     /// The SQL names of all tables, for "unknown table" messages.
     pub fn table_names(&self) -> String {
-        self.tables
-            .iter()
-            .map(|t| t.name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
+        self.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
     }
 }
 

@@ -38,9 +38,7 @@ impl<'t> Builder<'t> {
     }
 
     fn array_param(&mut self, values: &[Value], ty: &ColumnType) -> String {
-        self.params.push(SqlParam::TextArray(
-            values.iter().filter_map(Value::to_pg_text).collect(),
-        ));
+        self.params.push(SqlParam::TextArray(values.iter().filter_map(Value::to_pg_text).collect()));
         format!("${}::text[]::{}[]", self.params.len(), base_sql_type(ty))
     }
 
@@ -77,21 +75,12 @@ impl<'t> Builder<'t> {
             Operator::IsTrue => format!("{column} IS TRUE"),
             Operator::IsFalse => format!("{column} IS FALSE"),
             Operator::Like | Operator::Ilike => {
-                self.params
-                    .push(SqlParam::Text(condition.values[0].to_pg_text()));
-                let op = if condition.op == Operator::Like {
-                    "LIKE"
-                } else {
-                    "ILIKE"
-                };
+                self.params.push(SqlParam::Text(condition.values[0].to_pg_text()));
+                let op = if condition.op == Operator::Like { "LIKE" } else { "ILIKE" };
                 format!("{column} {op} ${}::text", self.params.len())
             }
         };
-        if condition.negated {
-            format!("NOT ({expression})")
-        } else {
-            format!("({expression})")
-        }
+        if condition.negated { format!("NOT ({expression})") } else { format!("({expression})") }
     }
 
     /// `row > cursor` in the order's terms, as a chain of
@@ -105,11 +94,7 @@ impl<'t> Builder<'t> {
             let ty = self.table.columns[term.column].ty.clone();
             let column = self.column(term.column);
             let after = if value.is_null() {
-                if term.nulls_first {
-                    Some(format!("{column} IS NOT NULL"))
-                } else {
-                    None
-                }
+                if term.nulls_first { Some(format!("{column} IS NOT NULL")) } else { None }
             } else {
                 let p = self.param(value, &ty);
                 let op = if term.descending { "<" } else { ">" };
@@ -135,11 +120,7 @@ impl<'t> Builder<'t> {
             };
             equal_prefix.push(equal);
         }
-        if alternatives.is_empty() {
-            "FALSE".to_owned()
-        } else {
-            format!("({})", alternatives.join(" OR "))
-        }
+        if alternatives.is_empty() { "FALSE".to_owned() } else { format!("({})", alternatives.join(" OR ")) }
     }
 
     fn order_by(&self, order: &[OrderTerm]) -> String {
@@ -160,22 +141,14 @@ impl<'t> Builder<'t> {
 
 /// The select list: every column as text, in column order.
 pub fn select_list(table: &Table) -> String {
-    table
-        .columns
-        .iter()
-        .map(|c| format!("{}::text", quote_ident(&c.name)))
-        .collect::<Vec<_>>()
-        .join(", ")
+    table.columns.iter().map(|c| format!("{}::text", quote_ident(&c.name))).collect::<Vec<_>>().join(", ")
 }
 
 /// Rows of `query` on local, excluding `exclude_keys` (records with
 /// overlays, which the merge handles), in the query's order, up to
 /// `query.limit + 1` so the caller can tell whether another page follows.
 pub fn select_page(table: &Table, query: &Query, exclude_keys: &[String]) -> Statement {
-    let mut b = Builder {
-        table,
-        params: Vec::new(),
-    };
+    let mut b = Builder { table, params: Vec::new() };
     let mut clauses: Vec<String> = query.conditions.iter().map(|c| b.condition(c)).collect();
     if let Some(cursor) = &query.after {
         clauses.push(b.keyset(&query.order, cursor));
@@ -190,26 +163,16 @@ pub fn select_page(table: &Table, query: &Query, exclude_keys: &[String]) -> Sta
             base_sql_type(ty)
         ));
     }
-    let where_clause = if clauses.is_empty() {
-        String::new()
-    } else {
-        format!(" WHERE {}", clauses.join(" AND "))
-    };
-    let order_by = if query.order.is_empty() {
-        String::new()
-    } else {
-        format!(" ORDER BY {}", b.order_by(&query.order))
-    };
+    let where_clause = if clauses.is_empty() { String::new() } else { format!(" WHERE {}", clauses.join(" AND ")) };
+    let order_by =
+        if query.order.is_empty() { String::new() } else { format!(" ORDER BY {}", b.order_by(&query.order)) };
     let text = format!(
         "SELECT {} FROM {}{where_clause}{order_by} LIMIT {}",
         select_list(table),
         table.qualified_name(),
         query.limit + 1
     );
-    Statement {
-        text,
-        params: b.params,
-    }
+    Statement { text, params: b.params }
 }
 
 /// Rows whose primary key is one of `keys`.
@@ -222,20 +185,13 @@ pub fn select_by_keys(table: &Table, keys: &[String]) -> Option<Statement> {
         quote_ident(&table.columns[pk].name),
         base_sql_type(&table.columns[pk].ty)
     );
-    Some(Statement {
-        text,
-        params: vec![SqlParam::TextArray(keys.to_vec())],
-    })
+    Some(Statement { text, params: vec![SqlParam::TextArray(keys.to_vec())] })
 }
 
 /// Rows matching every condition, without order or limit beyond `limit`.
 pub fn select_where(table: &Table, conditions: &[Condition], limit: usize) -> Statement {
-    let query = Query {
-        conditions: conditions.to_vec(),
-        order: Vec::new(),
-        limit: limit.saturating_sub(1),
-        after: None,
-    };
+    let query =
+        Query { conditions: conditions.to_vec(), order: Vec::new(), limit: limit.saturating_sub(1), after: None };
     select_page(table, &query, &[])
 }
 
@@ -257,11 +213,7 @@ mod tests {
         Table::new(
             "file".into(),
             "public".into(),
-            vec![
-                column("id", ColumnType::Uuid),
-                column("name", ColumnType::Text),
-                column("size", ColumnType::Int8),
-            ],
+            vec![column("id", ColumnType::Uuid), column("name", ColumnType::Text), column("size", ColumnType::Int8)],
             Some(0),
         )
     }
@@ -269,14 +221,9 @@ mod tests {
     #[test]
     fn page_renders_conditions_keyset_and_exclusions() {
         let t = table();
-        let params = vec![
-            ("name".to_owned(), "like.a*".to_owned()),
-            ("order".to_owned(), "size.desc".to_owned()),
-        ];
+        let params = vec![("name".to_owned(), "like.a*".to_owned()), ("order".to_owned(), "size.desc".to_owned())];
         let mut query = Query::parse(&t, &params, &[]).unwrap();
-        query.after = Some(Cursor {
-            values: vec![Value::Int(5), Value::Uuid(uuid::Uuid::nil())],
-        });
+        query.after = Some(Cursor { values: vec![Value::Int(5), Value::Uuid(uuid::Uuid::nil())] });
         let s = select_page(&t, &query, &["k1".to_owned()]);
         assert_eq!(
             s.text,
@@ -298,15 +245,11 @@ mod tests {
             conditions: vec![],
             order,
             limit: 10,
-            after: Some(Cursor {
-                values: vec![Value::Null, Value::Uuid(uuid::Uuid::nil())],
-            }),
+            after: Some(Cursor { values: vec![Value::Null, Value::Uuid(uuid::Uuid::nil())] }),
         };
         let s = select_page(&t, &query, &[]);
         assert!(
-            s.text.contains(
-                "((\"name\" COLLATE \"C\" IS NULL AND (\"id\" > $1::text::uuid OR \"id\" IS NULL)))"
-            ),
+            s.text.contains("((\"name\" COLLATE \"C\" IS NULL AND (\"id\" > $1::text::uuid OR \"id\" IS NULL)))"),
             "{}",
             s.text
         );

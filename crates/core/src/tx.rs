@@ -53,19 +53,10 @@ impl WriteError {
         field: Option<String>,
         message: impl Into<String>,
     ) -> WriteError {
-        WriteError {
-            rejection,
-            code,
-            field,
-            message: message.into(),
-        }
+        WriteError { rejection, code, field, message: message.into() }
     }
 
-    pub fn invalid(
-        code: &'static str,
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) -> WriteError {
+    pub fn invalid(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> WriteError {
         WriteError::new(Rejection::Invalid, code, Some(field.into()), message)
     }
 }
@@ -120,10 +111,7 @@ pub struct Plan {
 impl Plan {
     /// The primary keys of every changed record in step order, as JSON.
     pub fn ids(&self) -> Vec<Json> {
-        self.steps
-            .iter()
-            .flat_map(|s| s.changes.iter().map(|c| c.primary_key.to_json()))
-            .collect()
+        self.steps.iter().flat_map(|s| s.changes.iter().map(|c| c.primary_key.to_json())).collect()
     }
 
     pub fn change_count(&self) -> usize {
@@ -139,18 +127,10 @@ pub struct PlanContext<'a> {
 
 /// Parses and plans a `POST /transactions` body:
 /// `{"steps": [{"op": ..., "table": ..., ...}, ...]}`.
-pub fn plan_transaction(
-    registry: &Registry,
-    body: &Json,
-    ctx: &mut PlanContext<'_>,
-) -> Result<Plan, WriteError> {
-    let object = body.as_object().ok_or_else(|| {
-        WriteError::invalid(
-            "invalid_body",
-            "",
-            "the body must be a JSON object with a steps list",
-        )
-    })?;
+pub fn plan_transaction(registry: &Registry, body: &Json, ctx: &mut PlanContext<'_>) -> Result<Plan, WriteError> {
+    let object = body
+        .as_object()
+        .ok_or_else(|| WriteError::invalid("invalid_body", "", "the body must be a JSON object with a steps list"))?;
     if let Some(extra) = object.keys().find(|k| *k != "steps") {
         return Err(WriteError::invalid(
             "unknown_field",
@@ -158,22 +138,11 @@ pub fn plan_transaction(
             format!("unknown field {extra:?}; the body has only steps"),
         ));
     }
-    let steps = object
-        .get("steps")
-        .and_then(Json::as_array)
-        .ok_or_else(|| {
-            WriteError::invalid(
-                "missing_field",
-                "steps",
-                "steps is required: a list of {\"op\", \"table\", ...} objects",
-            )
-        })?;
+    let steps = object.get("steps").and_then(Json::as_array).ok_or_else(|| {
+        WriteError::invalid("missing_field", "steps", "steps is required: a list of {\"op\", \"table\", ...} objects")
+    })?;
     if steps.is_empty() {
-        return Err(WriteError::invalid(
-            "invalid_value",
-            "steps",
-            "steps must contain at least one step",
-        ));
+        return Err(WriteError::invalid("invalid_value", "steps", "steps must contain at least one step"));
     }
 
     let mut planned = Vec::with_capacity(steps.len());
@@ -207,11 +176,7 @@ fn plan_step(
     ctx: &mut PlanContext<'_>,
 ) -> Result<PlannedStep, WriteError> {
     let object = step.as_object().ok_or_else(|| {
-        WriteError::invalid(
-            "invalid_value",
-            path,
-            format!("{path} must be an object with op and table"),
-        )
+        WriteError::invalid("invalid_value", path, format!("{path} must be an object with op and table"))
     })?;
     let op_text = object.get("op").and_then(Json::as_str).ok_or_else(|| {
         WriteError::invalid(
@@ -230,9 +195,7 @@ fn plan_step(
             return Err(WriteError::invalid(
                 "invalid_value",
                 format!("{path}.op"),
-                format!(
-                    "unknown op {other:?}; use create, update, delete, bulk_create or bulk_update"
-                ),
+                format!("unknown op {other:?}; use create, update, delete, bulk_create or bulk_update"),
             ));
         }
     };
@@ -246,10 +209,7 @@ fn plan_step(
         return Err(WriteError::invalid(
             "unknown_field",
             format!("{path}.{extra}"),
-            format!(
-                "{op_text} steps do not take {extra:?}; allowed fields: {}",
-                allowed.join(", ")
-            ),
+            format!("{op_text} steps do not take {extra:?}; allowed fields: {}", allowed.join(", ")),
         ));
     }
     let table = resolve_table(registry, object.get("table"), &format!("{path}.table"))?;
@@ -261,28 +221,14 @@ fn plan_step(
         }
         StepOp::Update => {
             let id = object.get("id").ok_or_else(|| {
-                WriteError::invalid(
-                    "missing_field",
-                    format!("{path}.id"),
-                    format!("{path}.id is required"),
-                )
+                WriteError::invalid("missing_field", format!("{path}.id"), format!("{path}.id is required"))
             })?;
             let data = required_object(object.get("data"), &format!("{path}.data"))?;
-            vec![plan_update(
-                &table,
-                id,
-                data,
-                path,
-                &format!("{path}.data"),
-            )?]
+            vec![plan_update(&table, id, data, path, &format!("{path}.data"))?]
         }
         StepOp::Delete => {
             let id = object.get("id").ok_or_else(|| {
-                WriteError::invalid(
-                    "missing_field",
-                    format!("{path}.id"),
-                    format!("{path}.id is required"),
-                )
+                WriteError::invalid("missing_field", format!("{path}.id"), format!("{path}.id is required"))
             })?;
             vec![plan_delete(&table, id, &format!("{path}.id"))?]
         }
@@ -299,11 +245,7 @@ fn plan_step(
 }
 
 /// Resolves a table by model or SQL name.
-pub fn resolve_table(
-    registry: &Registry,
-    name: Option<&Json>,
-    path: &str,
-) -> Result<Arc<Table>, WriteError> {
+pub fn resolve_table(registry: &Registry, name: Option<&Json>, path: &str) -> Result<Arc<Table>, WriteError> {
     let name = name.and_then(Json::as_str).ok_or_else(|| {
         WriteError::invalid(
             "missing_field",
@@ -316,51 +258,30 @@ pub fn resolve_table(
             Rejection::Invalid,
             "unknown_table",
             Some(path.to_owned()),
-            format!(
-                "unknown table {name:?}; known tables: {}",
-                registry.table_names()
-            ),
+            format!("unknown table {name:?}; known tables: {}", registry.table_names()),
         )
     })
 }
 
-fn required_object<'j>(
-    value: Option<&'j Json>,
-    path: &str,
-) -> Result<&'j Map<String, Json>, WriteError> {
+fn required_object<'j>(value: Option<&'j Json>, path: &str) -> Result<&'j Map<String, Json>, WriteError> {
     value.and_then(Json::as_object).ok_or_else(|| {
-        WriteError::invalid(
-            "missing_field",
-            path,
-            format!("{path} is required: an object of column values"),
-        )
+        WriteError::invalid("missing_field", path, format!("{path} is required: an object of column values"))
     })
 }
 
 fn required_rows<'j>(value: Option<&'j Json>, path: &str) -> Result<&'j Vec<Json>, WriteError> {
     let rows = value.and_then(Json::as_array).ok_or_else(|| {
-        WriteError::invalid(
-            "missing_field",
-            path,
-            format!("{path} is required: a list of row objects"),
-        )
+        WriteError::invalid("missing_field", path, format!("{path} is required: a list of row objects"))
     })?;
     if rows.is_empty() {
-        return Err(WriteError::invalid(
-            "invalid_value",
-            path,
-            format!("{path} must contain at least one row"),
-        ));
+        return Err(WriteError::invalid("invalid_value", path, format!("{path} must contain at least one row")));
     }
     if rows.len() > MAX_ROWS_PER_TRANSACTION {
         return Err(WriteError::new(
             Rejection::TooLarge,
             "too_many_rows",
             Some(path.to_owned()),
-            format!(
-                "{path} has {} rows; send at most {MAX_ROWS_PER_TRANSACTION} per transaction",
-                rows.len()
-            ),
+            format!("{path} has {} rows; send at most {MAX_ROWS_PER_TRANSACTION} per transaction", rows.len()),
         ));
     }
     Ok(rows)
@@ -390,11 +311,7 @@ pub fn plan_bulk_create(
 
 /// Plans a bulk update: each row names its record with the primary-key
 /// column and carries the columns to change.
-pub fn plan_bulk_update(
-    table: &Arc<Table>,
-    rows: &[Json],
-    path: &str,
-) -> Result<Vec<PlannedChange>, WriteError> {
+pub fn plan_bulk_update(table: &Arc<Table>, rows: &[Json], path: &str) -> Result<Vec<PlannedChange>, WriteError> {
     let pk = writable_key(table, path)?;
     let pk_name = table.columns[pk].name.clone();
     let mut changes = Vec::with_capacity(rows.len());
@@ -426,10 +343,7 @@ fn writable_key(table: &Table, path: &str) -> Result<usize, WriteError> {
         WriteError::invalid(
             "no_primary_key",
             path,
-            format!(
-                "table {} has no single-column primary key, so it is read-only through opsbuffer",
-                table.name
-            ),
+            format!("table {} has no single-column primary key, so it is read-only through opsbuffer", table.name),
         )
     })
 }
@@ -466,10 +380,7 @@ pub fn plan_create(
                 return Err(WriteError::invalid(
                     "read_only_column",
                     field,
-                    format!(
-                        "column {} is generated by the database and cannot be written",
-                        column.name
-                    ),
+                    format!("column {} is generated by the database and cannot be written", column.name),
                 ));
             }
             values.push(Value::Null);
@@ -477,9 +388,7 @@ pub fn plan_create(
         }
         let value = match data.get(&column.name) {
             Some(json) => coerce(&column.ty, json, &field)?,
-            None if position == pk && table.key_generation == KeyGeneration::UuidV7 => {
-                Value::Uuid((ctx.new_uuid)())
-            }
+            None if position == pk && table.key_generation == KeyGeneration::UuidV7 => Value::Uuid((ctx.new_uuid)()),
             None => match default_value(table, position, ctx, &field)? {
                 Some(v) => v,
                 None => {
@@ -491,11 +400,7 @@ pub fn plan_create(
             },
         };
         if value.is_null() && !column.nullable && data.contains_key(&column.name) {
-            return Err(WriteError::invalid(
-                "null_value",
-                field,
-                format!("column {} must not be null", column.name),
-            ));
+            return Err(WriteError::invalid("null_value", field, format!("column {} must not be null", column.name)));
         }
         values.push(value);
     }
@@ -503,21 +408,12 @@ pub fn plan_create(
         return Err(WriteError::invalid(
             "missing_column",
             field_path(path, &missing[0]),
-            format!(
-                "required column{} missing: {}",
-                if missing.len() > 1 { "s" } else { "" },
-                missing.join(", ")
-            ),
+            format!("required column{} missing: {}", if missing.len() > 1 { "s" } else { "" }, missing.join(", ")),
         ));
     }
     let row = Row(values);
     let primary_key = row.get(pk).clone();
-    Ok(PlannedChange {
-        key: primary_key.key_text(),
-        primary_key,
-        change: Change::Create(row),
-        path: path.to_owned(),
-    })
+    Ok(PlannedChange { key: primary_key.key_text(), primary_key, change: Change::Create(row), path: path.to_owned() })
 }
 
 fn default_value(
@@ -541,10 +437,7 @@ fn default_value(
             return Err(WriteError::invalid(
                 "main_generated_column",
                 field,
-                format!(
-                    "column {} is assigned by a sequence on main; send a value for it",
-                    column.name
-                ),
+                format!("column {} is assigned by a sequence on main; send a value for it", column.name),
             ));
         }
         ColumnDefault::Expression(expression) => {
@@ -569,18 +462,10 @@ pub fn plan_update(
     data_path: &str,
 ) -> Result<PlannedChange, WriteError> {
     let pk = writable_key(table, path)?;
-    let id_path = if path == data_path {
-        field_path(path, &table.columns[pk].name)
-    } else {
-        format!("{path}.id")
-    };
+    let id_path = if path == data_path { field_path(path, &table.columns[pk].name) } else { format!("{path}.id") };
     let primary_key = coerce(&table.columns[pk].ty, id, &id_path)?;
     if primary_key.is_null() {
-        return Err(WriteError::invalid(
-            "invalid_value",
-            id_path,
-            "the id must not be null",
-        ));
+        return Err(WriteError::invalid("invalid_value", id_path, "the id must not be null"));
     }
     check_known_columns(table, data, data_path)?;
     if data.is_empty() {
@@ -589,11 +474,7 @@ pub fn plan_update(
             data_path,
             format!(
                 "{} is empty; name at least one column to change",
-                if data_path.is_empty() {
-                    "the body"
-                } else {
-                    data_path
-                }
+                if data_path.is_empty() { "the body" } else { data_path }
             ),
         ));
     }
@@ -616,28 +497,17 @@ pub fn plan_update(
                 return Err(WriteError::invalid(
                     "read_only_column",
                     field,
-                    format!(
-                        "the primary key {name} cannot be changed; create a new record instead"
-                    ),
+                    format!("the primary key {name} cannot be changed; create a new record instead"),
                 ));
             }
             continue;
         }
         if value.is_null() && !column.nullable {
-            return Err(WriteError::invalid(
-                "null_value",
-                field,
-                format!("column {name} must not be null"),
-            ));
+            return Err(WriteError::invalid("null_value", field, format!("column {name} must not be null")));
         }
         patch.push((position, value));
     }
-    Ok(PlannedChange {
-        key: primary_key.key_text(),
-        primary_key,
-        change: Change::Patch(patch),
-        path: path.to_owned(),
-    })
+    Ok(PlannedChange { key: primary_key.key_text(), primary_key, change: Change::Patch(patch), path: path.to_owned() })
 }
 
 /// Plans the delete of the record `id`.
@@ -645,50 +515,28 @@ pub fn plan_delete(table: &Arc<Table>, id: &Json, path: &str) -> Result<PlannedC
     let pk = writable_key(table, path)?;
     let primary_key = coerce(&table.columns[pk].ty, id, path)?;
     if primary_key.is_null() {
-        return Err(WriteError::invalid(
-            "invalid_value",
-            path,
-            "the id must not be null",
-        ));
+        return Err(WriteError::invalid("invalid_value", path, "the id must not be null"));
     }
-    Ok(PlannedChange {
-        key: primary_key.key_text(),
-        primary_key,
-        change: Change::Delete,
-        path: path.to_owned(),
-    })
+    Ok(PlannedChange { key: primary_key.key_text(), primary_key, change: Change::Delete, path: path.to_owned() })
 }
 
-fn check_known_columns(
-    table: &Table,
-    data: &Map<String, Json>,
-    path: &str,
-) -> Result<(), WriteError> {
+fn check_known_columns(table: &Table, data: &Map<String, Json>, path: &str) -> Result<(), WriteError> {
     if let Some(unknown) = data.keys().find(|k| table.column_position(k).is_none()) {
         return Err(WriteError::invalid(
             "unknown_column",
             field_path(path, unknown),
-            format!(
-                "unknown column {unknown:?} in table {}; known columns: {}",
-                table.name,
-                table.column_list()
-            ),
+            format!("unknown column {unknown:?} in table {}; known columns: {}", table.name, table.column_list()),
         ));
     }
     Ok(())
 }
 
 fn coerce(ty: &ColumnType, json: &Json, field: &str) -> Result<Value, WriteError> {
-    ty.coerce_json(json)
-        .map_err(|e| WriteError::invalid("invalid_value", field, format!("{field}: {e}")))
+    ty.coerce_json(json).map_err(|e| WriteError::invalid("invalid_value", field, format!("{field}: {e}")))
 }
 
 /// Joins a path prefix and a field name: `steps[0].data` + `x` →
 /// `steps[0].data.x`, and `` + `x` → `x`.
 pub fn field_path(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{prefix}.{name}")
-    }
+    if prefix.is_empty() { name.to_owned() } else { format!("{prefix}.{name}") }
 }

@@ -148,11 +148,7 @@ impl Value {
             Value::Int(i) => J::from(*i),
             // Go through the shortest f32 text so 0.1f32 appears as 0.1, not
             // as the f64 expansion of the nearest single-precision value.
-            Value::Real(f) => match format_f32(*f)
-                .parse::<f64>()
-                .ok()
-                .and_then(serde_json::Number::from_f64)
-            {
+            Value::Real(f) => match format_f32(*f).parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
                 Some(n) => J::Number(n),
                 None => J::String(format_f32(*f)),
             },
@@ -213,13 +209,9 @@ pub fn json_eq(a: &serde_json::Value, b: &serde_json::Value) -> bool {
     use serde_json::Value as J;
     match (a, b) {
         (J::Number(x), J::Number(y)) => json_number_eq(x, y),
-        (J::Array(x), J::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
-        }
+        (J::Array(x), J::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q)),
         (J::Object(x), J::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }
@@ -295,12 +287,10 @@ pub fn format_date(days: Days) -> String {
     match days {
         i32::MIN => "-infinity".to_owned(),
         i32::MAX => "infinity".to_owned(),
-        d => {
-            match NaiveDate::from_num_days_from_ce_opt(d.saturating_add(UNIX_EPOCH_DAYS_FROM_CE)) {
-                Some(date) => date.format("%Y-%m-%d").to_string(),
-                None => d.to_string(),
-            }
-        }
+        d => match NaiveDate::from_num_days_from_ce_opt(d.saturating_add(UNIX_EPOCH_DAYS_FROM_CE)) {
+            Some(date) => date.format("%Y-%m-%d").to_string(),
+            None => d.to_string(),
+        },
     }
 }
 
@@ -358,10 +348,7 @@ mod tests {
         let a = serde_json::json!({"a": 1, "b": [1.0, "x"]});
         let b = serde_json::json!({"b": [1, "x"], "a": 1.0});
         assert!(json_eq(&a, &b));
-        assert!(!json_eq(
-            &serde_json::json!([1, 2]),
-            &serde_json::json!([2, 1])
-        ));
+        assert!(!json_eq(&serde_json::json!([1, 2]), &serde_json::json!([2, 1])));
     }
 
     #[test]

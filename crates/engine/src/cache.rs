@@ -50,29 +50,15 @@ impl OverlayCache {
     ) -> Result<Vec<TableSnapshot>, EngineError> {
         let known: Vec<Option<Cached>> = {
             let cache = self.tables.lock().expect("overlay cache lock");
-            tables
-                .iter()
-                .map(|t| {
-                    cache
-                        .get(&t.name)
-                        .filter(|c| c.registry_id == registry_id)
-                        .cloned()
-                })
-                .collect()
+            tables.iter().map(|t| cache.get(&t.name).filter(|c| c.registry_id == registry_id).cloned()).collect()
         };
-        let request: Vec<(&str, i64)> = tables
-            .iter()
-            .zip(&known)
-            .map(|(t, k)| (t.name.as_str(), k.as_ref().map_or(-1, |c| c.version)))
-            .collect();
+        let request: Vec<(&str, i64)> =
+            tables.iter().zip(&known).map(|(t, k)| (t.name.as_str(), k.as_ref().map_or(-1, |c| c.version))).collect();
         let mut snapshot = buffer.snapshot(&request).await?;
 
         // A recreated buffer (flushed Redis) restarts its versions, so a
         // delta against a copy from the old buffer would be wrong.
-        let stale_generation = known
-            .iter()
-            .flatten()
-            .any(|c| c.generation != snapshot.generation);
+        let stale_generation = known.iter().flatten().any(|c| c.generation != snapshot.generation);
         if stale_generation {
             let full: Vec<(&str, i64)> = tables.iter().map(|t| (t.name.as_str(), -1)).collect();
             snapshot = buffer.snapshot(&full).await?;
@@ -107,10 +93,7 @@ impl OverlayCache {
                     overlays: overlays.clone(),
                 },
             ));
-            out.push(TableSnapshot {
-                overlays,
-                epoch: part.epoch,
-            });
+            out.push(TableSnapshot { overlays, epoch: part.epoch });
         }
 
         let mut cache = self.tables.lock().expect("overlay cache lock");
@@ -151,10 +134,7 @@ fn apply_delta(
             Some(json) => overlays.insert(parse_entry(table, field, json)?),
             None => {
                 let id = EntryId::parse(field).ok_or_else(|| {
-                    EngineError::Internal(format!(
-                        "malformed overlay entry name {field:?} in {}",
-                        table.name
-                    ))
+                    EngineError::Internal(format!("malformed overlay entry name {field:?} in {}", table.name))
                 })?;
                 overlays.remove(&id);
             }
@@ -166,9 +146,6 @@ fn apply_delta(
 fn parse_entry(table: &Table, field: &str, json: &str) -> Result<OverlayEntry, EngineError> {
     OverlayEntry::from_stored(table, field, json).map_err(|e| {
         tracing::error!(table = %table.name, entry = field, error = %e, "unreadable overlay entry");
-        EngineError::Internal(format!(
-            "overlay entry {field} of {} cannot be read: {e}",
-            table.name
-        ))
+        EngineError::Internal(format!("overlay entry {field} of {} cannot be read: {e}", table.name))
     })
 }

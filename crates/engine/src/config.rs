@@ -39,9 +39,7 @@ impl FromStr for SiteType {
         match s.trim().to_ascii_lowercase().as_str() {
             "secondary" => Ok(SiteType::Secondary),
             "main" => Ok(SiteType::Main),
-            other => Err(format!(
-                "SITE_TYPE must be secondary or main, not {other:?}"
-            )),
+            other => Err(format!("SITE_TYPE must be secondary or main, not {other:?}")),
         }
     }
 }
@@ -107,16 +105,8 @@ pub struct SiteConfig {
 pub fn validate_site_name(name: &str) -> Result<(), String> {
     let valid = !name.is_empty()
         && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if valid {
-        Ok(())
-    } else {
-        Err(format!(
-            "SITE_NAME must be 1 to 64 letters, digits, '-' or '_'; got {name:?}"
-        ))
-    }
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid { Ok(()) } else { Err(format!("SITE_NAME must be 1 to 64 letters, digits, '-' or '_'; got {name:?}")) }
 }
 
 /// Reads a duration: a plain number is seconds (`0.5`), or a number with a
@@ -128,14 +118,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         None => (t, "s"),
     };
     let value: f64 = number.trim().parse().map_err(|_| {
-        format!(
-            "invalid duration {text:?}: expected a number of seconds such as 0.5, or 500ms, 30s, 5m"
-        )
+        format!("invalid duration {text:?}: expected a number of seconds such as 0.5, or 500ms, 30s, 5m")
     })?;
     if !value.is_finite() || value < 0.0 {
-        return Err(format!(
-            "invalid duration {text:?}: it must be zero or positive"
-        ));
+        return Err(format!("invalid duration {text:?}: it must be zero or positive"));
     }
     let seconds = match unit {
         "ms" => value / 1000.0,
@@ -143,9 +129,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         "h" => value * 3600.0,
         other => {
-            return Err(format!(
-                "invalid duration {text:?}: unknown unit {other:?}; use ms, s, m or h"
-            ));
+            return Err(format!("invalid duration {text:?}: unknown unit {other:?}; use ms, s, m or h"));
         }
     };
     Ok(Duration::from_secs_f64(seconds))
@@ -196,17 +180,8 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://ops:secret@db.example:5432/x"),
-            "postgres://ops:***@db.example:5432/x"
-        );
-        assert_eq!(
-            redact_url("redis://:pw@127.0.0.1:6379"),
-            "redis://:***@127.0.0.1:6379"
-        );
-        assert_eq!(
-            redact_url("postgres://ops@host/db"),
-            "postgres://ops@host/db"
-        );
+        assert_eq!(redact_url("postgres://ops:secret@db.example:5432/x"), "postgres://ops:***@db.example:5432/x");
+        assert_eq!(redact_url("redis://:pw@127.0.0.1:6379"), "redis://:***@127.0.0.1:6379");
+        assert_eq!(redact_url("postgres://ops@host/db"), "postgres://ops@host/db");
     }
 }

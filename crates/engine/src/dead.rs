@@ -61,10 +61,7 @@ impl Engine {
                     record.state
                 ),
             ),
-            _ => EngineError::not_found(
-                "transaction_not_found",
-                format!("transaction {id} is unknown"),
-            ),
+            _ => EngineError::not_found("transaction_not_found", format!("transaction {id} is unknown")),
         }
     }
 }

@@ -38,12 +38,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max,
-            step: initial,
-            attempt: 0,
-        }
+        Backoff { initial, max, step: initial, attempt: 0 }
     }
 
     /// The next delay.
@@ -84,19 +79,9 @@ pub struct Drainer {
 impl Drainer {
     pub fn new(engine: Arc<Engine>) -> Drainer {
         let config = &engine.config;
-        let writer = Writer::new(
-            config.main.clone(),
-            config.site_name.clone(),
-            config.drain.batch_timeout,
-        );
+        let writer = Writer::new(config.main.clone(), config.site_name.clone(), config.drain.batch_timeout);
         let backoff = Backoff::new(config.drain.retry_initial, config.drain.retry_max);
-        Drainer {
-            engine,
-            writer,
-            lease: None,
-            renewed_at: Instant::now(),
-            backoff,
-        }
+        Drainer { engine, writer, lease: None, renewed_at: Instant::now(), backoff }
     }
 
     /// Spawns the loop; it stops when the engine shuts down, after the batch
@@ -140,10 +125,7 @@ impl Drainer {
         if let Some(lease) = self.lease.take() {
             match self.engine.buffer.release_lease(&lease).await {
                 Ok(true) => tracing::info!(token = lease.token(), "released the drainer lease"),
-                Ok(false) => tracing::info!(
-                    token = lease.token(),
-                    "the drainer lease had already expired"
-                ),
+                Ok(false) => tracing::info!(token = lease.token(), "the drainer lease had already expired"),
                 Err(error) => {
                     tracing::warn!(%error, "could not release the drainer lease; it expires by itself")
                 }
@@ -159,12 +141,7 @@ impl Drainer {
             None => return Pass::Idle,
         };
         let batch_size = self.engine.config.drain.batch_size;
-        let selection = match self
-            .engine
-            .buffer
-            .select_batch(&lease, batch_size, now_ms())
-            .await
-        {
+        let selection = match self.engine.buffer.select_batch(&lease, batch_size, now_ms()).await {
             Ok(selection) => selection,
             Err(error) => {
                 tracing::warn!(%error, "drainer could not read the queue");
@@ -176,20 +153,13 @@ impl Drainer {
                 self.lose_lease("the queue");
                 return Pass::Idle;
             }
-            Selection::Batch {
-                transactions,
-                blocked,
-            } => (transactions, blocked),
+            Selection::Batch { transactions, blocked } => (transactions, blocked),
         };
         for (id, by) in &blocked {
             tracing::warn!(transaction_id = %id, blocked_by = %by, "transaction held back: it touches a record of a dead-lettered transaction");
         }
         if selected.is_empty() {
-            return if blocked.is_empty() {
-                Pass::Idle
-            } else {
-                Pass::Progress
-            };
+            return if blocked.is_empty() { Pass::Idle } else { Pass::Progress };
         }
 
         let (_, registry) = self.engine.registry();
@@ -232,12 +202,7 @@ impl Drainer {
                     "applying a batch on main failed; retrying"
                 );
                 self.set_error(&error.message);
-                if let Err(e) = self
-                    .engine
-                    .buffer
-                    .record_attempt(&ids, &error.message)
-                    .await
-                {
+                if let Err(e) = self.engine.buffer.record_attempt(&ids, &error.message).await {
                     tracing::warn!(error = %e, "could not record the failed attempt");
                 }
                 Pass::Backoff
@@ -279,22 +244,14 @@ impl Drainer {
         for transaction in batch {
             match self.writer.apply(std::slice::from_ref(transaction)).await {
                 Ok(applied) => {
-                    if let Pass::Idle = self
-                        .mark_applied(lease, &[transaction.id], applied.commit_lsn)
-                        .await
-                    {
+                    if let Pass::Idle = self.mark_applied(lease, &[transaction.id], applied.commit_lsn).await {
                         return Pass::Idle;
                     }
                 }
                 Err(e) if e.class == ErrorClass::Transient => return Pass::Backoff,
                 Err(e) => {
                     return self
-                        .dead_letter(
-                            lease,
-                            transaction.id,
-                            &e.message,
-                            e.sqlstate.as_deref().unwrap_or(""),
-                        )
+                        .dead_letter(lease, transaction.id, &e.message, e.sqlstate.as_deref().unwrap_or(""))
                         .await;
                 }
             }
@@ -302,19 +259,8 @@ impl Drainer {
         Pass::Progress
     }
 
-    async fn dead_letter(
-        &mut self,
-        lease: &Lease,
-        id: Uuid,
-        message: &str,
-        sqlstate: &str,
-    ) -> Pass {
-        match self
-            .engine
-            .buffer
-            .dead_letter(lease, id, message, sqlstate, now_ms())
-            .await
-        {
+    async fn dead_letter(&mut self, lease: &Lease, id: Uuid, message: &str, sqlstate: &str) -> Pass {
+        match self.engine.buffer.dead_letter(lease, id, message, sqlstate, now_ms()).await {
             Ok(true) => {
                 tracing::error!(transaction_id = %id, sqlstate, error = %message, "dead-lettered a transaction main rejected");
                 let mut status = self.engine.drain_status.lock().expect("drain status lock");
@@ -333,20 +279,10 @@ impl Drainer {
         }
     }
 
-    async fn mark_applied(
-        &mut self,
-        lease: &Lease,
-        ids: &[Uuid],
-        commit_lsn: opsbuffer_core::lsn::Lsn,
-    ) -> Pass {
+    async fn mark_applied(&mut self, lease: &Lease, ids: &[Uuid], commit_lsn: opsbuffer_core::lsn::Lsn) -> Pass {
         // The commit happened; if Redis cannot be told now, the next pass
         // selects the same transactions and the ledger skips them.
-        match self
-            .engine
-            .buffer
-            .mark_applied(lease, ids, commit_lsn, now_ms())
-            .await
-        {
+        match self.engine.buffer.mark_applied(lease, ids, commit_lsn, now_ms()).await {
             Ok(true) => {
                 tracing::info!(transactions = ids.len(), first_transaction = %ids[0], %commit_lsn, "applied a batch on main");
                 self.backoff.reset();
@@ -379,12 +315,7 @@ impl Drainer {
             }
             return self.renew(&lease).await.then_some(lease);
         }
-        match self
-            .engine
-            .buffer
-            .acquire_lease(&self.engine.holder_id, ttl)
-            .await
-        {
+        match self.engine.buffer.acquire_lease(&self.engine.holder_id, ttl).await {
             Ok(Some(lease)) => {
                 tracing::info!(holder = %self.engine.holder_id, token = lease.token(), "acquired the drainer lease");
                 self.lease = Some(lease.clone());
@@ -393,14 +324,7 @@ impl Drainer {
                 Some(lease)
             }
             Ok(None) => {
-                let holder = self
-                    .engine
-                    .buffer
-                    .current_lease()
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|l| l.holder().to_owned());
+                let holder = self.engine.buffer.current_lease().await.ok().flatten().map(|l| l.holder().to_owned());
                 self.set_active(false, holder);
                 None
             }
@@ -412,12 +336,7 @@ impl Drainer {
     }
 
     async fn renew(&mut self, lease: &Lease) -> bool {
-        match self
-            .engine
-            .buffer
-            .renew_lease(lease, self.engine.config.drain.lease_ttl)
-            .await
-        {
+        match self.engine.buffer.renew_lease(lease, self.engine.config.drain.lease_ttl).await {
             Ok(true) => {
                 self.renewed_at = Instant::now();
                 true
@@ -452,42 +371,24 @@ impl Drainer {
     }
 
     fn set_error(&self, message: &str) {
-        self.engine
-            .drain_status
-            .lock()
-            .expect("drain status lock")
-            .last_error = Some(message.to_owned());
+        self.engine.drain_status.lock().expect("drain status lock").last_error = Some(message.to_owned());
     }
 }
 
 /// Rebuilds a transaction's statements from its overlay entries.
-pub fn build_transaction(
-    registry: &Registry,
-    selected: &SelectedTransaction,
-) -> Result<Transaction, String> {
+pub fn build_transaction(registry: &Registry, selected: &SelectedTransaction) -> Result<Transaction, String> {
     let mut changes = Vec::with_capacity(selected.entries.len());
     for (table_name, field, json) in &selected.entries {
-        let table = registry
-            .table(table_name)
-            .ok_or_else(|| format!("table {table_name} is no longer in the schema, so the transaction cannot be applied"))?;
+        let table = registry.table(table_name).ok_or_else(|| {
+            format!("table {table_name} is no longer in the schema, so the transaction cannot be applied")
+        })?;
         if json.is_empty() {
-            return Err(format!(
-                "overlay entry {field} of {table_name} is missing from Redis"
-            ));
+            return Err(format!("overlay entry {field} of {table_name} is missing from Redis"));
         }
         let entry = OverlayEntry::from_stored(table, field, json).map_err(|e| e.to_string())?;
-        let pk = table
-            .primary_key_column()
-            .ok_or_else(|| format!("table {table_name} has no primary key"))?;
-        let key = pk
-            .ty
-            .parse_text(&entry.id.key)
-            .map_err(|e| format!("key {} of {table_name}: {e}", entry.id.key))?;
+        let pk = table.primary_key_column().ok_or_else(|| format!("table {table_name} has no primary key"))?;
+        let key = pk.ty.parse_text(&entry.id.key).map_err(|e| format!("key {} of {table_name}: {e}", entry.id.key))?;
         changes.push((table.clone(), key, entry.change));
     }
-    Ok(Transaction {
-        id: selected.id,
-        sequence: selected.sequence,
-        operations: operations(changes),
-    })
+    Ok(Transaction { id: selected.id, sequence: selected.sequence, operations: operations(changes) })
 }

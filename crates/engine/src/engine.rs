@@ -73,22 +73,10 @@ impl Engine {
     /// schema registry from local, waiting up to `startup_timeout` for
     /// each service to answer.
     pub async fn start(config: SiteConfig) -> Result<Arc<Engine>, EngineError> {
-        let local = Reader::new(
-            pool(&config.local)?,
-            "local",
-            config.local.statement_timeout + Duration::from_secs(1),
-        );
-        let main = Reader::new(
-            pool(&config.main)?,
-            "main",
-            config.main.connect_timeout + Duration::from_secs(1),
-        );
+        let local = Reader::new(pool(&config.local)?, "local", config.local.statement_timeout + Duration::from_secs(1));
+        let main = Reader::new(pool(&config.main)?, "main", config.main.connect_timeout + Duration::from_secs(1));
         let buffer = Buffer::new(&config.redis)?;
-        let writer = Writer::new(
-            config.main.clone(),
-            config.site_name.clone(),
-            config.drain.batch_timeout,
-        );
+        let writer = Writer::new(config.main.clone(), config.site_name.clone(), config.drain.batch_timeout);
         let (shutdown, _) = watch::channel(false);
         let holder_id = format!("{}-{}", hostname(), uuid::Uuid::now_v7().simple());
 
@@ -142,21 +130,12 @@ impl Engine {
         };
         *self.persistence.lock().expect("persistence lock") = Some(persistence.clone());
         if persistence.is_synchronous() {
-            tracing::info!(
-                appendfsync = "always",
-                "Redis persists every write before replying"
-            );
+            tracing::info!(appendfsync = "always", "Redis persists every write before replying");
             return Ok(());
         }
         let described = format!(
             "appendonly={}, appendfsync={}",
-            persistence
-                .appendonly
-                .map_or("unknown".to_owned(), |a| if a {
-                    "yes".into()
-                } else {
-                    "no".into()
-                }),
+            persistence.appendonly.map_or("unknown".to_owned(), |a| if a { "yes".into() } else { "no".into() }),
             persistence.appendfsync.as_deref().unwrap_or("unknown")
         );
         if self.config.allow_unsafe_redis {
@@ -193,13 +172,9 @@ impl Engine {
     /// Reads the registry again from local's catalog and returns the number
     /// of tables. Cached overlays are parsed again with the new columns.
     pub async fn reload_registry(&self) -> Result<usize, EngineError> {
-        let registry = load_registry(
-            self.local.pool(),
-            "local",
-            &self.config.schemas,
-            self.config.local.statement_timeout,
-        )
-        .await?;
+        let registry =
+            load_registry(self.local.pool(), "local", &self.config.schemas, self.config.local.statement_timeout)
+                .await?;
         let count = registry.tables().len();
         let id = self.registry_generation.fetch_add(1, Ordering::SeqCst) + 1;
         *self.registry.write().expect("registry lock") = (id, Arc::new(registry));
@@ -219,10 +194,7 @@ impl Engine {
         registry.table(name).cloned().ok_or_else(|| {
             EngineError::not_found(
                 "unknown_table",
-                format!(
-                    "unknown table {name:?}; known tables: {}",
-                    registry.table_names()
-                ),
+                format!("unknown table {name:?}; known tables: {}", registry.table_names()),
             )
         })
     }
@@ -246,10 +218,7 @@ impl Engine {
     }
 
     pub fn replication_status(&self) -> ReplicationStatus {
-        self.replication_status
-            .lock()
-            .expect("replication status lock")
-            .clone()
+        self.replication_status.lock().expect("replication status lock").clone()
     }
 }
 

@@ -20,11 +20,7 @@ pub enum EngineError {
     /// A dependency is unavailable or the buffer is full; the client should
     /// retry after `retry_after_s` seconds.
     #[error("{message}")]
-    Unavailable {
-        code: &'static str,
-        message: String,
-        retry_after_s: u64,
-    },
+    Unavailable { code: &'static str, message: String, retry_after_s: u64 },
     /// A wait the client asked for ran out of time.
     #[error("{message}")]
     Timeout { code: &'static str, message: String },
@@ -39,21 +35,10 @@ pub enum EngineError {
 
 impl EngineError {
     pub fn not_found(code: &'static str, message: impl Into<String>) -> EngineError {
-        EngineError::NotFound {
-            code,
-            message: message.into(),
-        }
+        EngineError::NotFound { code, message: message.into() }
     }
 
-    pub fn unavailable(
-        code: &'static str,
-        message: impl Into<String>,
-        retry_after_s: u64,
-    ) -> EngineError {
-        EngineError::Unavailable {
-            code,
-            message: message.into(),
-            retry_after_s,
-        }
+    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after_s: u64) -> EngineError {
+        EngineError::Unavailable { code, message: message.into(), retry_after_s }
     }
 }

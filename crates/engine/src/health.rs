@@ -96,9 +96,7 @@ pub struct DrainerHealth {
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs one probe under the timeout, with its error as text.
-async fn probe<T, E: std::fmt::Display>(
-    future: impl Future<Output = Result<T, E>>,
-) -> Result<T, String> {
+async fn probe<T, E: std::fmt::Display>(future: impl Future<Output = Result<T, E>>) -> Result<T, String> {
     match tokio::time::timeout(PROBE_TIMEOUT, future).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(error.to_string()),
@@ -135,25 +133,17 @@ impl Engine {
         };
         let durable = appendonly == Some(true) && appendfsync.as_deref() == Some("always");
         if secondary && redis.is_ok() && !durable {
-            problems.push(
-                "Redis does not fsync every write (appendonly yes, appendfsync always)".to_owned(),
-            );
+            problems.push("Redis does not fsync every write (appendonly yes, appendfsync always)".to_owned());
         }
 
         let now = now_ms();
         let age = |ms: Option<i64>| ms.map(|m| ((now - m).max(0) as f64) / 1000.0);
         let stats = stats.unwrap_or_default();
         if stats.dead > 0 {
-            problems.push(format!(
-                "{} dead-lettered transaction(s) wait for an operator",
-                stats.dead
-            ));
+            problems.push(format!("{} dead-lettered transaction(s) wait for an operator", stats.dead));
         }
         if stats.blocked > 0 {
-            problems.push(format!(
-                "{} transaction(s) are blocked by dead letters",
-                stats.blocked
-            ));
+            problems.push(format!("{} transaction(s) are blocked by dead letters", stats.blocked));
         }
 
         let replication = self.replication_status();
@@ -165,12 +155,7 @@ impl Engine {
             ));
         }
         let replay_lsn = local.as_ref().ok().map(|s| s.lsn);
-        let newest_main_lsn = main
-            .as_ref()
-            .ok()
-            .map(|s| s.lsn)
-            .or(drain.last_commit_lsn)
-            .or(stats.highest_waiting_lsn);
+        let newest_main_lsn = main.as_ref().ok().map(|s| s.lsn).or(drain.last_commit_lsn).or(stats.highest_waiting_lsn);
         let lag_bytes = match (newest_main_lsn, replay_lsn) {
             (Some(m), Some(r)) if secondary => Some(m.bytes_after(r)),
             (_, Some(_)) => Some(0),
@@ -179,16 +164,9 @@ impl Engine {
 
         let serves_reads = local.is_ok() && (!secondary || redis.is_ok());
         Health {
-            status: if problems.is_empty() {
-                "healthy"
-            } else {
-                "degraded"
-            },
+            status: if problems.is_empty() { "healthy" } else { "degraded" },
             problems,
-            site: SiteInfo {
-                name: self.config.site_name.clone(),
-                site_type: self.config.site_type.as_str(),
-            },
+            site: SiteInfo { name: self.config.site_name.clone(), site_type: self.config.site_type.as_str() },
             main: MainHealth {
                 reachable: main.is_ok(),
                 current_lsn: main.as_ref().ok().map(|s| s.lsn.to_string()),
@@ -201,13 +179,7 @@ impl Engine {
                 replay_paused: local.as_ref().ok().map(|s| s.replay_paused),
                 error: local.err(),
             },
-            redis: RedisHealth {
-                reachable: redis.is_ok(),
-                appendonly,
-                appendfsync,
-                durable,
-                error: redis.err(),
-            },
+            redis: RedisHealth { reachable: redis.is_ok(), appendonly, appendfsync, durable, error: redis.err() },
             buffer: BufferHealth {
                 queued: stats.queued,
                 blocked: stats.blocked,

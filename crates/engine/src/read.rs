@@ -12,9 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opsbuffer_core::merge::{
-    MergedRecord, Page, keys_needing_local_rows, merge_page, merge_record,
-};
+use opsbuffer_core::merge::{MergedRecord, Page, keys_needing_local_rows, merge_page, merge_record};
 use opsbuffer_core::overlay::RecordOverlay;
 use opsbuffer_core::query::{Condition, Query};
 use opsbuffer_core::row::Row;
@@ -68,28 +66,14 @@ impl Engine {
         }
     }
 
-    async fn local_page(
-        &self,
-        table: &Arc<Table>,
-        query: &Query,
-    ) -> Result<MergedPage, EngineError> {
+    async fn local_page(&self, table: &Arc<Table>, query: &Query) -> Result<MergedPage, EngineError> {
         let pk = primary_key(table)?;
-        let rows = self
-            .local
-            .rows(table, &select_page(table, query, &[]))
-            .await?;
+        let rows = self.local.rows(table, &select_page(table, query, &[])).await?;
         let page = merge_page(query, pk, rows, std::iter::empty(), &HashMap::new());
-        Ok(MergedPage {
-            page,
-            pending: HashMap::new(),
-        })
+        Ok(MergedPage { page, pending: HashMap::new() })
     }
 
-    async fn merged_page(
-        &self,
-        table: &Arc<Table>,
-        query: &Query,
-    ) -> Result<MergedPage, EngineError> {
+    async fn merged_page(&self, table: &Arc<Table>, query: &Query) -> Result<MergedPage, EngineError> {
         let pk = primary_key(table)?;
         for attempt in 1..=MAX_READ_ATTEMPTS {
             let snapshot = self.overlay_snapshot(&[table]).await?.remove(0);
@@ -98,37 +82,24 @@ impl Engine {
             let need_local = keys_needing_local_rows(overlays);
 
             let statement = select_page(table, query, &exclude);
-            let (page_rows, overlaid_rows) = tokio::try_join!(
-                self.local.rows(table, &statement),
-                self.local.rows_by_key(table, &need_local)
-            )?;
+            let (page_rows, overlaid_rows) =
+                tokio::try_join!(self.local.rows(table, &statement), self.local.rows_by_key(table, &need_local))?;
 
             // Only local rows of overlaid records can be newer than their
             // overlay; without any, no drain can have made the read stale.
-            if !need_local.is_empty()
-                && self.buffer.epochs(&[&table.name]).await?[0] != snapshot.epoch
-            {
+            if !need_local.is_empty() && self.buffer.epochs(&[&table.name]).await?[0] != snapshot.epoch {
                 tracing::debug!(table = %table.name, attempt, "a drain overlapped the read; reading again");
                 tokio::time::sleep(Duration::from_millis(attempt as u64)).await;
                 continue;
             }
 
-            let page = merge_page(
-                query,
-                pk,
-                page_rows,
-                overlays.records.iter(),
-                &overlaid_rows,
-            );
+            let page = merge_page(query, pk, page_rows, overlays.records.iter(), &overlaid_rows);
             let pending = pending_of(&page.records, |key| overlays.get(key));
             return Ok(MergedPage { page, pending });
         }
         Err(EngineError::unavailable(
             "read_contention",
-            format!(
-                "the drain changed {} during {MAX_READ_ATTEMPTS} consecutive reads; retry the request",
-                table.name
-            ),
+            format!("the drain changed {} during {MAX_READ_ATTEMPTS} consecutive reads; retry the request", table.name),
             1,
         ))
     }
@@ -152,10 +123,7 @@ impl Engine {
             match part.page.next {
                 Some(cursor) if records.len() < max => query.after = Some(cursor),
                 next => {
-                    return Ok(MergedPage {
-                        page: Page { records, next },
-                        pending,
-                    });
+                    return Ok(MergedPage { page: Page { records, next }, pending });
                 }
             }
         }
@@ -169,10 +137,7 @@ impl Engine {
         consistency: Consistency,
     ) -> Result<Option<(MergedRecord, Vec<Uuid>)>, EngineError> {
         let pk = primary_key(table)?;
-        let query = Query {
-            conditions: vec![Condition::eq(pk, key.clone())],
-            ..Query::all(table, 1)
-        };
+        let query = Query { conditions: vec![Condition::eq(pk, key.clone())], ..Query::all(table, 1) };
         let mut page = self.query(table, &query, consistency).await?;
         Ok(page.page.records.pop().map(|record| {
             let pending = page.pending.remove(&record.key).unwrap_or_default();
@@ -191,11 +156,7 @@ impl Engine {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
-        let snapshot = if self.is_secondary() {
-            Some(self.overlay_snapshot(&[table]).await?.remove(0))
-        } else {
-            None
-        };
+        let snapshot = if self.is_secondary() { Some(self.overlay_snapshot(&[table]).await?.remove(0)) } else { None };
         let local_rows = self.local.rows_by_key(table, keys).await?;
         let mut out = HashMap::with_capacity(keys.len());
         for key in keys {
@@ -208,10 +169,7 @@ impl Engine {
     }
 
     /// The overlays of `tables`, from the cache kept current by Redis.
-    pub(crate) async fn overlay_snapshot(
-        &self,
-        tables: &[&Arc<Table>],
-    ) -> Result<Vec<TableSnapshot>, EngineError> {
+    pub(crate) async fn overlay_snapshot(&self, tables: &[&Arc<Table>]) -> Result<Vec<TableSnapshot>, EngineError> {
         let (registry_id, _) = self.registry();
         self.cache.snapshot(&self.buffer, registry_id, tables).await
     }
@@ -237,10 +195,7 @@ impl Engine {
                 let status = self.local.status().await.ok();
                 let lag = match (target, status) {
                     (Some(t), Some(s)) => format!("local replayed up to {} and needs {t}", s.lsn),
-                    _ => format!(
-                        "{} transactions are still queued and {} blocked",
-                        stats.queued, stats.blocked
-                    ),
+                    _ => format!("{} transactions are still queued and {} blocked", stats.queued, stats.blocked),
                 };
                 return Err(EngineError::Timeout {
                     code: "replication_timeout",
@@ -270,8 +225,5 @@ fn pending_of<'o>(
     records: &[MergedRecord],
     overlay: impl Fn(&str) -> Option<&'o RecordOverlay>,
 ) -> HashMap<String, Vec<Uuid>> {
-    records
-        .iter()
-        .filter_map(|r| overlay(&r.key).map(|o| (r.key.clone(), o.transactions())))
-        .collect()
+    records.iter().filter_map(|r| overlay(&r.key).map(|o| (r.key.clone(), o.transactions()))).collect()
 }

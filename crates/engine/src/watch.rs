@@ -21,15 +21,9 @@ pub fn spawn(engine: Arc<Engine>) -> tokio::task::JoinHandle<()> {
 
 async fn run(engine: Arc<Engine>) {
     let mut shutdown = engine.shutdown_signal();
-    let interval = engine
-        .config
-        .lsn_check_interval
-        .max(Duration::from_millis(1));
+    let interval = engine.config.lsn_check_interval.max(Duration::from_millis(1));
     let mut logs = LogState::default();
-    tracing::info!(
-        interval_ms = interval.as_millis() as u64,
-        "LSN watcher started"
-    );
+    tracing::info!(interval_ms = interval.as_millis() as u64, "LSN watcher started");
     loop {
         if *shutdown.borrow() {
             break;
@@ -71,11 +65,7 @@ pub async fn check_once(engine: &Engine, logs: &mut LogState) {
             if due(&mut logs.unreachable) {
                 tracing::warn!(%error, "LSN watcher cannot read local's replay LSN; overlays stay until it can");
             }
-            engine
-                .replication_status
-                .lock()
-                .expect("replication status lock")
-                .last_error = Some(error.to_string());
+            engine.replication_status.lock().expect("replication status lock").last_error = Some(error.to_string());
             return;
         }
     };
@@ -117,10 +107,7 @@ pub async fn check_once(engine: &Engine, logs: &mut LogState) {
         Err(_) => false,
     };
 
-    let mut replication = engine
-        .replication_status
-        .lock()
-        .expect("replication status lock");
+    let mut replication = engine.replication_status.lock().expect("replication status lock");
     replication.last = Some(status);
     replication.last_error = None;
     replication.overdue = overdue;

@@ -20,9 +20,7 @@ use opsbuffer_core::schema::{ForeignKey, Table};
 use opsbuffer_core::tx::{Plan, PlannedChange, Rejection, WriteError, field_path};
 use opsbuffer_core::value::Value;
 use opsbuffer_pg::writer::{ErrorClass, Operation, Transaction};
-use opsbuffer_redis::{
-    Acknowledgement, NewEntry, Precondition, PreconditionFailure, RECORD_SEPARATOR, Rule,
-};
+use opsbuffer_redis::{Acknowledgement, NewEntry, Precondition, PreconditionFailure, RECORD_SEPARATOR, Rule};
 use uuid::Uuid;
 
 use crate::engine::{Engine, now_ms};
@@ -51,6 +49,23 @@ struct Staged {
     created_here: bool,
 }
 
+/// A row a step creates or updates, as it will be after the step.
+struct WrittenRow {
+    table: Arc<Table>,
+    row: Row,
+    path: String,
+    /// The columns an update changes; `None` for a create.
+    patched: Option<Vec<usize>>,
+}
+
+/// The single-column unique values of one unique key to look up at once.
+struct UniqueLookup {
+    table: Arc<Table>,
+    column: usize,
+    /// (value, key of the writing record, request field).
+    items: Vec<(Value, String, String)>,
+}
+
 /// What the checks produce for the acknowledge script.
 #[derive(Default)]
 struct Checked {
@@ -74,12 +89,7 @@ impl Engine {
         }
     }
 
-    async fn buffer_plan(
-        &self,
-        transaction_id: Uuid,
-        plan: &Plan,
-        checked: Checked,
-    ) -> Result<Receipt, EngineError> {
+    async fn buffer_plan(&self, transaction_id: Uuid, plan: &Plan, checked: Checked) -> Result<Receipt, EngineError> {
         let mut entries = Vec::with_capacity(plan.change_count());
         let mut index = 0u32;
         for step in &plan.steps {
@@ -115,11 +125,7 @@ impl Engine {
             Acknowledgement::Stored { sequence } => {
                 tracing::info!(transaction_id = %transaction_id, sequence, records = entries.len(), "buffered transaction");
                 self.queued.notify_one();
-                Ok(Receipt {
-                    transaction_id,
-                    ids: plan.ids(),
-                    status: "buffered",
-                })
+                Ok(Receipt { transaction_id, ids: plan.ids(), status: "buffered" })
             }
             Acknowledgement::Full { pending } => Err(EngineError::unavailable(
                 "buffer_full",
@@ -129,15 +135,11 @@ impl Engine {
                 ),
                 5,
             )),
-            Acknowledgement::Duplicate => Err(EngineError::Internal(format!(
-                "transaction id {transaction_id} was generated twice"
-            ))),
+            Acknowledgement::Duplicate => {
+                Err(EngineError::Internal(format!("transaction id {transaction_id} was generated twice")))
+            }
             Acknowledgement::Rejected { index, failure } => {
-                let (path, what) = checked
-                    .precondition_paths
-                    .get(index)
-                    .cloned()
-                    .unwrap_or_default();
+                let (path, what) = checked.precondition_paths.get(index).cloned().unwrap_or_default();
                 Err(precondition_error(&path, &what, failure).into())
             }
         }
@@ -147,34 +149,19 @@ impl Engine {
         let mut changes = Vec::new();
         for step in &plan.steps {
             for change in &step.changes {
-                changes.push((
-                    step.table.clone(),
-                    change.primary_key.clone(),
-                    change.change.clone(),
-                ));
+                changes.push((step.table.clone(), change.primary_key.clone(), change.change.clone()));
             }
         }
-        let transaction = Transaction {
-            id: transaction_id,
-            sequence: 0,
-            operations: operations(changes),
-        };
+        let transaction = Transaction { id: transaction_id, sequence: 0, operations: operations(changes) };
         let mut writer = self.main_writer.lock().await;
         match writer.apply(std::slice::from_ref(&transaction)).await {
             Ok(applied) => {
                 tracing::info!(transaction_id = %transaction_id, commit_lsn = %applied.commit_lsn, "committed transaction on main");
-                Ok(Receipt {
-                    transaction_id,
-                    ids: plan.ids(),
-                    status: "committed",
-                })
+                Ok(Receipt { transaction_id, ids: plan.ids(), status: "committed" })
             }
             Err(error) if error.class == ErrorClass::Permanent => {
                 tracing::warn!(transaction_id = %transaction_id, error = %error.message, "main rejected the transaction");
-                Err(
-                    WriteError::new(Rejection::Conflict, "rejected_by_main", None, error.message)
-                        .into(),
-                )
+                Err(WriteError::new(Rejection::Conflict, "rejected_by_main", None, error.message).into())
             }
             Err(error) => {
                 tracing::warn!(transaction_id = %transaction_id, error = %error.message, "main unavailable for a write-through");
@@ -191,8 +178,7 @@ impl Engine {
         let fetched = self.prefetch(plan).await?;
         let mut staged: HashMap<(String, String), Staged> = HashMap::new();
         let mut checked = Checked::default();
-        let mut check_rows: HashMap<String, (Arc<Table>, Vec<(Row, String)>)> = HashMap::new();
-        let mut unique_rows: Vec<(Arc<Table>, Row, String, Option<Vec<usize>>)> = Vec::new();
+        let mut written: Vec<WrittenRow> = Vec::new();
         let mut deletes: Vec<(Arc<Table>, Row, String)> = Vec::new();
 
         for step in &plan.steps {
@@ -203,46 +189,23 @@ impl Engine {
                     Some(s) => s.clone(),
                     None => {
                         let (row, in_local) = fetched.get(&id).cloned().unwrap_or((None, false));
-                        Staged {
-                            row,
-                            in_local,
-                            created_here: false,
-                        }
+                        Staged { row, in_local, created_here: false }
                     }
                 };
                 checked.touched.push(record_name(&table.name, &change.key));
                 match &change.change {
                     Change::Create(row) => {
-                        self.check_create(
-                            table,
-                            change,
-                            &current,
-                            staged.contains_key(&id),
-                            &mut checked,
-                        )?;
-                        self.check_references(
-                            table,
-                            row,
-                            None,
-                            &change.path,
-                            &fetched,
-                            &staged,
-                            &mut checked,
-                        )
-                        .await?;
-                        unique_rows.push((table.clone(), row.clone(), change.path.clone(), None));
-                        check_rows
-                            .entry(table.name.clone())
-                            .or_insert_with(|| (table.clone(), Vec::new()))
-                            .1
-                            .push((row.clone(), change.path.clone()));
+                        self.check_create(table, change, &current, staged.contains_key(&id), &mut checked)?;
+                        self.check_references(table, row, None, &change.path, &fetched, &staged, &mut checked).await?;
+                        written.push(WrittenRow {
+                            table: table.clone(),
+                            row: row.clone(),
+                            path: change.path.clone(),
+                            patched: None,
+                        });
                         staged.insert(
                             id,
-                            Staged {
-                                row: Some(row.clone()),
-                                in_local: current.in_local,
-                                created_here: true,
-                            },
+                            Staged { row: Some(row.clone()), in_local: current.in_local, created_here: true },
                         );
                     }
                     Change::Patch(patch) => {
@@ -261,42 +224,25 @@ impl Engine {
                             &mut checked,
                         )
                         .await?;
-                        unique_rows.push((
-                            table.clone(),
-                            row.clone(),
-                            change.path.clone(),
-                            Some(patched),
-                        ));
-                        check_rows
-                            .entry(table.name.clone())
-                            .or_insert_with(|| (table.clone(), Vec::new()))
-                            .1
-                            .push((row.clone(), change.path.clone()));
-                        staged.insert(
-                            id,
-                            Staged {
-                                row: Some(row),
-                                ..current
-                            },
-                        );
+                        written.push(WrittenRow {
+                            table: table.clone(),
+                            row: row.clone(),
+                            path: change.path.clone(),
+                            patched: Some(patched),
+                        });
+                        staged.insert(id, Staged { row: Some(row), ..current });
                     }
                     Change::Delete => {
                         let row = require_existing(table, change, &current, &mut checked)?;
                         deletes.push((table.clone(), row, change.path.clone()));
-                        staged.insert(
-                            id,
-                            Staged {
-                                row: None,
-                                ..current
-                            },
-                        );
+                        staged.insert(id, Staged { row: None, ..current });
                     }
                 }
             }
         }
 
-        self.check_unique(&unique_rows, &staged).await?;
-        self.check_constraints(check_rows).await?;
+        self.check_unique(&written, &staged).await?;
+        self.check_constraints(&written).await?;
         self.check_children(&deletes, &staged).await?;
         checked.touched.sort();
         checked.touched.dedup();
@@ -306,18 +252,11 @@ impl Engine {
     /// Fetches the merged rows of every record the plan names by key:
     /// update and delete targets, client-chosen keys of creates, and
     /// referenced records.
-    async fn prefetch(
-        &self,
-        plan: &Plan,
-    ) -> Result<HashMap<(String, String), (Option<Row>, bool)>, EngineError> {
+    async fn prefetch(&self, plan: &Plan) -> Result<HashMap<(String, String), (Option<Row>, bool)>, EngineError> {
         let (_, registry) = self.registry();
         let mut wanted: HashMap<String, (Arc<Table>, HashSet<String>)> = HashMap::new();
         let mut want = |table: &Arc<Table>, key: String| {
-            wanted
-                .entry(table.name.clone())
-                .or_insert_with(|| (table.clone(), HashSet::new()))
-                .1
-                .insert(key);
+            wanted.entry(table.name.clone()).or_insert_with(|| (table.clone(), HashSet::new())).1.insert(key);
         };
         for step in &plan.steps {
             for change in &step.changes {
@@ -357,11 +296,7 @@ impl Engine {
         let lookups = wanted.into_values().map(|(table, keys)| async move {
             let keys: Vec<String> = keys.into_iter().collect();
             let rows = self.merged_by_key(&table, &keys).await?;
-            Ok::<_, EngineError>(
-                rows.into_iter()
-                    .map(move |(k, v)| ((table.name.clone(), k), v))
-                    .collect::<Vec<_>>(),
-            )
+            Ok::<_, EngineError>(rows.into_iter().map(move |(k, v)| ((table.name.clone(), k), v)).collect::<Vec<_>>())
         });
         let mut out = HashMap::new();
         for part in futures::future::try_join_all(lookups).await? {
@@ -385,18 +320,11 @@ impl Engine {
                     table.name, change.key
                 )
             } else {
-                format!(
-                    "{} {} is created twice in this transaction",
-                    table.name, change.key
-                )
+                format!("{} {} is created twice in this transaction", table.name, change.key)
             };
-            return Err(WriteError::new(
-                Rejection::Conflict,
-                "duplicate_key",
-                Some(change.path.clone()),
-                message,
-            )
-            .into());
+            return Err(
+                WriteError::new(Rejection::Conflict, "duplicate_key", Some(change.path.clone()), message).into()
+            );
         }
         if current.row.is_some() {
             return Err(WriteError::new(
@@ -416,10 +344,7 @@ impl Engine {
             rule: Rule::Absent,
             in_local: current.in_local,
         });
-        checked.precondition_paths.push((
-            change.path.clone(),
-            format!("{} {}", table.name, change.key),
-        ));
+        checked.precondition_paths.push((change.path.clone(), format!("{} {}", table.name, change.key)));
         Ok(())
     }
 
@@ -453,11 +378,7 @@ impl Engine {
                 "{} {} = {}",
                 target.name,
                 fk.referenced_columns.join(", "),
-                values
-                    .iter()
-                    .map(|v| v.key_text())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                values.iter().map(|v| v.key_text()).collect::<Vec<_>>().join(", ")
             );
             let missing = || {
                 WriteError::new(
@@ -481,10 +402,7 @@ impl Engine {
                         continue;
                     }
                 }
-                let (exists, in_local) = fetched
-                    .get(&id)
-                    .map(|(r, l)| (r.is_some(), *l))
-                    .unwrap_or((false, false));
+                let (exists, in_local) = fetched.get(&id).map(|(r, l)| (r.is_some(), *l)).unwrap_or((false, false));
                 if !exists {
                     return Err(missing().into());
                 }
@@ -494,9 +412,7 @@ impl Engine {
                     rule: Rule::Exists,
                     in_local,
                 });
-                checked
-                    .precondition_paths
-                    .push((field.clone(), description.clone()));
+                checked.precondition_paths.push((field.clone(), description.clone()));
                 checked.touched.push(record_name(&target.name, &key));
             } else {
                 let conditions: Vec<Condition> = fk
@@ -504,9 +420,7 @@ impl Engine {
                     .iter()
                     .zip(&values)
                     .filter_map(|(name, value)| {
-                        target
-                            .column_position(name)
-                            .map(|p| Condition::eq(p, (*value).clone()))
+                        target.column_position(name).map(|p| Condition::eq(p, (*value).clone()))
                     })
                     .collect();
                 let found = self.query_all(target, conditions, 1).await?;
@@ -522,24 +436,18 @@ impl Engine {
     /// record of the merged view or of this transaction.
     async fn check_unique(
         &self,
-        rows: &[(Arc<Table>, Row, String, Option<Vec<usize>>)],
+        rows: &[WrittenRow],
         staged: &HashMap<(String, String), Staged>,
     ) -> Result<(), EngineError> {
         let mut seen: HashMap<(String, String, Vec<String>), String> = HashMap::new();
-        let mut lookups: HashMap<
-            (String, String),
-            (Arc<Table>, usize, Vec<(Value, String, String)>),
-        > = HashMap::new();
-        for (table, row, path, patched) in rows {
+        let mut lookups: HashMap<(String, String), UniqueLookup> = HashMap::new();
+        for WrittenRow { table, row, path, patched } in rows {
             let Some(pk) = table.primary_key else {
                 continue;
             };
             let key = row.get(pk).key_text();
             for unique in &table.unique_keys {
-                if patched
-                    .as_ref()
-                    .is_some_and(|p| !unique.columns.iter().any(|c| p.contains(c)))
-                {
+                if patched.as_ref().is_some_and(|p| !unique.columns.iter().any(|c| p.contains(c))) {
                     continue;
                 }
                 let values: Vec<&Value> = unique.columns.iter().map(|c| row.get(*c)).collect();
@@ -548,67 +456,46 @@ impl Engine {
                 }
                 let texts: Vec<String> = values.iter().map(|v| v.key_text()).collect();
                 let field = field_path(path, &table.columns[unique.columns[0]].name);
-                if let Some(other) = seen.insert(
-                    (table.name.clone(), unique.name.clone(), texts.clone()),
-                    key.clone(),
-                ) && other != key
+                if let Some(other) = seen.insert((table.name.clone(), unique.name.clone(), texts.clone()), key.clone())
+                    && other != key
                 {
                     return Err(unique_error(table, &unique.name, &texts, &other, &field).into());
                 }
                 if unique.columns.len() == 1 {
                     lookups
                         .entry((table.name.clone(), unique.name.clone()))
-                        .or_insert_with(|| (table.clone(), unique.columns[0], Vec::new()))
-                        .2
+                        .or_insert_with(|| UniqueLookup {
+                            table: table.clone(),
+                            column: unique.columns[0],
+                            items: Vec::new(),
+                        })
+                        .items
                         .push((values[0].clone(), key.clone(), field));
                 } else {
-                    let conditions = unique
-                        .columns
-                        .iter()
-                        .zip(&values)
-                        .map(|(c, v)| Condition::eq(*c, (*v).clone()))
-                        .collect();
+                    let conditions =
+                        unique.columns.iter().zip(&values).map(|(c, v)| Condition::eq(*c, (*v).clone())).collect();
                     let found = self.query_all(table, conditions, 2).await?;
-                    if let Some(other) = found
-                        .page
-                        .records
-                        .iter()
-                        .find(|r| r.key != key && !deleted_here(staged, table, &r.key))
+                    if let Some(other) =
+                        found.page.records.iter().find(|r| r.key != key && !deleted_here(staged, table, &r.key))
                     {
-                        return Err(
-                            unique_error(table, &unique.name, &texts, &other.key, &field).into(),
-                        );
+                        return Err(unique_error(table, &unique.name, &texts, &other.key, &field).into());
                     }
                 }
             }
         }
 
-        for ((_, name), (table, column, items)) in lookups {
+        for ((_, name), UniqueLookup { table, column, items }) in lookups {
             let values: Vec<Value> = items.iter().map(|(v, _, _)| v.clone()).collect();
-            let found = self
-                .query_all(
-                    &table,
-                    vec![Condition::any_of(column, values)],
-                    CHECK_QUERY_LIMIT,
-                )
-                .await?;
+            let found = self.query_all(&table, vec![Condition::any_of(column, values)], CHECK_QUERY_LIMIT).await?;
             for record in &found.page.records {
                 if deleted_here(staged, &table, &record.key) {
                     continue;
                 }
                 let value = record.row.get(column);
-                if let Some((_, _, field)) = items
-                    .iter()
-                    .find(|(v, k, _)| v.sql_eq(value) == Some(true) && *k != record.key)
+                if let Some((_, _, field)) =
+                    items.iter().find(|(v, k, _)| v.sql_eq(value) == Some(true) && *k != record.key)
                 {
-                    return Err(unique_error(
-                        &table,
-                        &name,
-                        &[value.key_text()],
-                        &record.key,
-                        field,
-                    )
-                    .into());
+                    return Err(unique_error(&table, &name, &[value.key_text()], &record.key, field).into());
                 }
             }
         }
@@ -617,33 +504,32 @@ impl Engine {
 
     /// Evaluates `CHECK` constraints on local's PostgreSQL, one query per
     /// table.
-    async fn check_constraints(
-        &self,
-        rows: HashMap<String, (Arc<Table>, Vec<(Row, String)>)>,
-    ) -> Result<(), EngineError> {
-        for (table, items) in rows.into_values() {
-            if table.checks.is_empty() {
-                continue;
+    async fn check_constraints(&self, written: &[WrittenRow]) -> Result<(), EngineError> {
+        let mut tables: Vec<&Arc<Table>> = Vec::new();
+        for w in written {
+            if !w.table.checks.is_empty() && !tables.iter().any(|t| t.name == w.table.name) {
+                tables.push(&w.table);
             }
-            let just_rows: Vec<Row> = items.iter().map(|(r, _)| r.clone()).collect();
-            let failures = self.local.failing_checks(&table, &just_rows).await?;
+        }
+        for table in tables {
+            let items: Vec<&WrittenRow> = written.iter().filter(|w| w.table.name == table.name).collect();
+            let rows: Vec<Row> = items.iter().map(|w| w.row.clone()).collect();
+            let failures = self.local.failing_checks(table, &rows).await?;
             if let Some((index, name)) = failures.first() {
-                let path = &items[*index].1;
-                let expression = table
-                    .checks
-                    .iter()
-                    .find(|c| &c.name == name)
-                    .map(|c| c.expression.clone())
-                    .unwrap_or_default();
+                let path = &items[*index].path;
+                let expression =
+                    table.checks.iter().find(|c| &c.name == name).map(|c| c.expression.clone()).unwrap_or_default();
+                let record = if path.is_empty() { "the record".to_owned() } else { path.clone() };
+                // Name the column when the constraint reads only one.
+                let (field, subject) = match columns_in(table, &expression).as_slice() {
+                    [one] => (field_path(path, one), format!("{one} of {record}")),
+                    _ => (path.clone(), record),
+                };
                 return Err(WriteError::new(
                     Rejection::Unprocessable,
                     "check_violation",
-                    Some(path.clone()),
-                    format!(
-                        "{} violates check constraint {name} of {}: {expression}",
-                        if path.is_empty() { "the record" } else { path },
-                        table.name
-                    ),
+                    Some(field),
+                    format!("{subject} violates check constraint {name} of {}: {expression}", table.name),
                 )
                 .into());
             }
@@ -665,22 +551,15 @@ impl Engine {
                     continue;
                 };
                 let mut conditions = Vec::new();
-                for (child_column, parent_column) in referencing
-                    .columns
-                    .iter()
-                    .zip(&referencing.referenced_columns)
-                {
-                    let (Some(c), Some(p)) = (
-                        child.column_position(child_column),
-                        table.column_position(parent_column),
-                    ) else {
+                for (child_column, parent_column) in referencing.columns.iter().zip(&referencing.referenced_columns) {
+                    let (Some(c), Some(p)) =
+                        (child.column_position(child_column), table.column_position(parent_column))
+                    else {
                         continue;
                     };
                     conditions.push(Condition::eq(c, row.get(p).clone()));
                 }
-                let found = self
-                    .query_all(child, conditions.clone(), CHECK_QUERY_LIMIT)
-                    .await?;
+                let found = self.query_all(child, conditions.clone(), CHECK_QUERY_LIMIT).await?;
                 let mut children: Vec<String> = found
                     .page
                     .records
@@ -719,6 +598,30 @@ impl Engine {
     }
 }
 
+/// The columns of `table` an SQL expression mentions, outside string
+/// literals, in order of first mention.
+fn columns_in(table: &Table, expression: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut word = String::new();
+    let mut in_literal = false;
+    for c in expression.chars().chain(std::iter::once(' ')) {
+        if c == '\'' {
+            in_literal = !in_literal;
+            word.clear();
+            continue;
+        }
+        if !in_literal && (c.is_alphanumeric() || c == '_') {
+            word.push(c);
+            continue;
+        }
+        if !word.is_empty() && table.column_position(&word).is_some() && !found.contains(&word) {
+            found.push(word.clone());
+        }
+        word.clear();
+    }
+    found
+}
+
 fn require_existing(
     table: &Table,
     change: &PlannedChange,
@@ -744,38 +647,24 @@ fn require_existing(
             rule: Rule::Exists,
             in_local: current.in_local,
         });
-        checked.precondition_paths.push((
-            change.path.clone(),
-            format!("{} {}", table.name, change.key),
-        ));
+        checked.precondition_paths.push((change.path.clone(), format!("{} {}", table.name, change.key)));
     }
     Ok(row)
 }
 
 fn deleted_here(staged: &HashMap<(String, String), Staged>, table: &Table, key: &str) -> bool {
-    staged
-        .get(&(table.name.clone(), key.to_owned()))
-        .is_some_and(|s| s.row.is_none())
+    staged.get(&(table.name.clone(), key.to_owned())).is_some_and(|s| s.row.is_none())
 }
 
 fn references_primary_key(fk: &ForeignKey, target: &Table) -> bool {
-    fk.columns.len() == 1
-        && target
-            .primary_key_column()
-            .is_some_and(|pk| fk.referenced_columns == [pk.name.clone()])
+    fk.columns.len() == 1 && target.primary_key_column().is_some_and(|pk| fk.referenced_columns == [pk.name.clone()])
 }
 
 fn record_name(table: &str, key: &str) -> String {
     format!("{table}{RECORD_SEPARATOR}{key}")
 }
 
-fn unique_error(
-    table: &Table,
-    constraint: &str,
-    values: &[String],
-    other: &str,
-    field: &str,
-) -> WriteError {
+fn unique_error(table: &Table, constraint: &str, values: &[String], other: &str, field: &str) -> WriteError {
     WriteError::new(
         Rejection::Conflict,
         "unique_violation",
@@ -833,10 +722,7 @@ pub fn operations(changes: Vec<(Arc<Table>, Value, Change)>) -> Vec<Operation> {
                     rows.push(row);
                     continue;
                 }
-                out.push(Operation::Insert {
-                    table,
-                    rows: vec![row],
-                });
+                out.push(Operation::Insert { table, rows: vec![row] });
             }
             Change::Patch(patch) => {
                 if !patch.is_empty() {

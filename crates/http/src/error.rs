@@ -20,24 +20,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-            retry_after_s: None,
-        }
+        ApiError { status, code, message: message.into(), field: None, retry_after_s: None }
     }
 
-    pub fn bad_request(
-        code: &'static str,
-        field: impl Into<String>,
-        message: impl Into<String>,
-    ) -> ApiError {
-        ApiError {
-            field: Some(field.into()),
-            ..ApiError::new(StatusCode::BAD_REQUEST, code, message)
-        }
+    pub fn bad_request(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> ApiError {
+        ApiError { field: Some(field.into()), ..ApiError::new(StatusCode::BAD_REQUEST, code, message) }
     }
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -66,45 +53,27 @@ impl From<EngineError> for ApiError {
             }
             EngineError::Query(q) => ApiError::bad_request("invalid_query", q.field, q.message),
             EngineError::NotFound { code, message } => ApiError::not_found(code, message),
-            EngineError::Unavailable {
-                code,
-                message,
-                retry_after_s,
-            } => ApiError {
+            EngineError::Unavailable { code, message, retry_after_s } => ApiError {
                 retry_after_s: (retry_after_s > 0).then_some(retry_after_s),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
             },
-            EngineError::Timeout { code, message } => {
-                ApiError::new(StatusCode::REQUEST_TIMEOUT, code, message)
-            }
+            EngineError::Timeout { code, message } => ApiError::new(StatusCode::REQUEST_TIMEOUT, code, message),
             EngineError::Postgres(e) => {
                 tracing::warn!(error = %e, "database error while serving a request");
                 if e.is_transient() {
                     ApiError {
                         retry_after_s: Some(2),
-                        ..ApiError::new(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "database_unavailable",
-                            e.to_string(),
-                        )
+                        ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", e.to_string())
                     }
                 } else {
-                    ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "database_error",
-                        e.to_string(),
-                    )
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "database_error", e.to_string())
                 }
             }
             EngineError::Buffer(e) => {
                 tracing::warn!(error = %e, "Redis error while serving a request");
                 ApiError {
                     retry_after_s: Some(2),
-                    ..ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "buffer_unavailable",
-                        e.to_string(),
-                    )
+                    ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "buffer_unavailable", e.to_string())
                 }
             }
             EngineError::Internal(message) => {

@@ -32,23 +32,11 @@ pub fn router(state: AppState) -> Router {
         .route("/transactions/{id}", get(ops::transaction))
         .route("/records/{table}", get(records::list))
         .route("/records/{table}/{id}", get(records::get))
-        .route(
-            "/records/{table}/{id}/{child_table}",
-            get(records::children),
-        )
+        .route("/records/{table}/{id}/{child_table}", get(records::children))
         // Observatory endpoints of the existing API.
-        .route(
-            "/executed_obs_units/start",
-            post(writes::start_executed_obs_unit),
-        )
-        .route(
-            "/executed_obs_units/{id}/finish",
-            put(writes::finish_executed_obs_unit),
-        )
-        .route(
-            "/executed_obs_units/{obs_unit_id}",
-            get(observatory::executed_obs_units_of),
-        )
+        .route("/executed_obs_units/start", post(writes::start_executed_obs_unit))
+        .route("/executed_obs_units/{id}/finish", put(writes::finish_executed_obs_unit))
+        .route("/executed_obs_units/{obs_unit_id}", get(observatory::executed_obs_units_of))
         .route("/raw_data_files", post(writes::create_raw_data_file))
         .route("/raw_data_files/", post(writes::create_raw_data_file))
         .route("/raw_data_files/bulk", post(writes::create_raw_data_files))
@@ -56,18 +44,12 @@ pub fn router(state: AppState) -> Router {
         .route("/raw_data_package", post(writes::create_raw_data_package))
         .route("/raw_data_package/", post(writes::create_raw_data_package))
         .route("/raw_data_package/{id}", get(observatory::raw_data_package))
-        .route(
-            "/raw_data_package/{id}/finalize",
-            put(writes::finalize_raw_data_package),
-        )
+        .route("/raw_data_package/{id}/finalize", put(writes::finalize_raw_data_package))
         // Operations.
         .route("/health", get(ops::health))
         .route("/buffer/dead", get(ops::dead_letters))
         .route("/buffer/dead/{id}/retry", post(ops::retry_dead_letter))
-        .route(
-            "/buffer/dead/{id}",
-            axum::routing::delete(ops::discard_dead_letter),
-        )
+        .route("/buffer/dead/{id}", axum::routing::delete(ops::discard_dead_letter))
         .route("/schema", get(ops::schema))
         .route("/schema/reload", post(ops::reload_schema))
         .fallback(not_found)
@@ -81,11 +63,5 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found(uri: axum::http::Uri) -> error::ApiError {
-    error::ApiError::not_found(
-        "no_route",
-        format!(
-            "no endpoint at {}; see /openapi.json for the list",
-            uri.path()
-        ),
-    )
+    error::ApiError::not_found("no_route", format!("no endpoint at {}; see /openapi.json for the list", uri.path()))
 }

@@ -28,18 +28,13 @@ pub async fn executed_obs_units_of(
 ) -> Result<Json<Vec<Map<String, JsonValue>>>, ApiError> {
     let table = engine.table(EXECUTED_OBS_UNIT)?;
     let pairs = query_pairs(raw.as_deref())?;
-    let column = table.column_position("obs_unit_id").ok_or_else(|| {
-        ApiError::not_found(
-            "unknown_column",
-            "executed_obs_unit has no obs_unit_id column",
-        )
-    })?;
+    let column = table
+        .column_position("obs_unit_id")
+        .ok_or_else(|| ApiError::not_found("unknown_column", "executed_obs_unit has no obs_unit_id column"))?;
     let obs_unit = table.columns[column]
         .ty
         .parse_text(&obs_unit_id)
-        .map_err(|e| {
-            ApiError::bad_request("invalid_id", "obs_unit_id", format!("obs_unit_id: {e}"))
-        })?;
+        .map_err(|e| ApiError::bad_request("invalid_id", "obs_unit_id", format!("obs_unit_id: {e}")))?;
 
     let mut query = table_query(&table, &pairs)?;
     query.conditions.push(Condition::eq(column, obs_unit));
@@ -48,40 +43,16 @@ pub async fn executed_obs_units_of(
     let page = engine.query(&table, &query, mode).await?;
     let mut units = render_page(&engine, &table, &page, with_provenance).await?;
 
-    let keys: Vec<Value> = page
-        .page
-        .records
-        .iter()
-        .map(|r| r.row.get(table.primary_key.unwrap_or_default()).clone())
-        .collect();
-    let packages = children_by_parent(
-        &engine,
-        RAW_DATA_PACKAGE,
-        "executed_obs_unit_id",
-        &keys,
-        with_provenance,
-        mode,
-    )
-    .await?;
-    let files = children_by_parent(
-        &engine,
-        RAW_DATA_FILE,
-        "executed_obs_unit_id",
-        &keys,
-        with_provenance,
-        mode,
-    )
-    .await?;
+    let keys: Vec<Value> =
+        page.page.records.iter().map(|r| r.row.get(table.primary_key.unwrap_or_default()).clone()).collect();
+    let packages =
+        children_by_parent(&engine, RAW_DATA_PACKAGE, "executed_obs_unit_id", &keys, with_provenance, mode).await?;
+    let files =
+        children_by_parent(&engine, RAW_DATA_FILE, "executed_obs_unit_id", &keys, with_provenance, mode).await?;
     for (unit, key) in units.iter_mut().zip(&keys) {
         let key = key.key_text();
-        unit.insert(
-            "raw_data_packages".into(),
-            JsonValue::Array(packages.get(&key).cloned().unwrap_or_default()),
-        );
-        unit.insert(
-            "raw_data_files".into(),
-            JsonValue::Array(files.get(&key).cloned().unwrap_or_default()),
-        );
+        unit.insert("raw_data_packages".into(), JsonValue::Array(packages.get(&key).cloned().unwrap_or_default()));
+        unit.insert("raw_data_files".into(), JsonValue::Array(files.get(&key).cloned().unwrap_or_default()));
     }
     Ok(Json(units))
 }
@@ -111,15 +82,12 @@ pub async fn raw_data_package(
         &engine,
         RAW_DATA_FILE,
         "raw_data_package_id",
-        &[key.clone()],
+        std::slice::from_ref(&key),
         provenance(&pairs)?,
         consistency(&pairs)?,
     )
     .await?;
-    package.insert(
-        "raw_data_files".into(),
-        JsonValue::Array(files.get(&key.key_text()).cloned().unwrap_or_default()),
-    );
+    package.insert("raw_data_files".into(), JsonValue::Array(files.get(&key.key_text()).cloned().unwrap_or_default()));
     Ok(Json(package))
 }
 
@@ -145,18 +113,14 @@ async fn children_by_parent(
     let page = match mode {
         Consistency::Merged => engine.query_all(&table, conditions, MAX_CHILDREN).await?,
         other => {
-            let mut query =
-                opsbuffer_core::query::Query::all(&table, opsbuffer_core::query::MAX_LIMIT);
+            let mut query = opsbuffer_core::query::Query::all(&table, opsbuffer_core::query::MAX_LIMIT);
             query.conditions = conditions;
             engine.query(&table, &query, other).await?
         }
     };
     let rendered = render_page(engine, &table, &page, with_provenance).await?;
     for (record, object) in page.page.records.iter().zip(rendered) {
-        grouped
-            .entry(record.row.get(position).key_text())
-            .or_default()
-            .push(JsonValue::Object(object));
+        grouped.entry(record.row.get(position).key_text()).or_default().push(JsonValue::Object(object));
     }
     Ok(grouped)
 }

@@ -15,24 +15,13 @@ use crate::records::AppState;
 /// served.
 pub async fn health(State(engine): State<AppState>) -> (StatusCode, Json<JsonValue>) {
     let health = engine.health().await;
-    let status = if health.serves_reads {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (
-        status,
-        Json(serde_json::to_value(&health).unwrap_or(JsonValue::Null)),
-    )
+    let status = if health.serves_reads { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(serde_json::to_value(&health).unwrap_or(JsonValue::Null)))
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id).map_err(|_| {
-        ApiError::bad_request(
-            "invalid_id",
-            "id",
-            format!("{id:?} is not a transaction id; expected a UUID"),
-        )
+        ApiError::bad_request("invalid_id", "id", format!("{id:?} is not a transaction id; expected a UUID"))
     })
 }
 
@@ -72,10 +61,7 @@ pub fn transaction_json(record: &TransactionRecord) -> JsonValue {
 }
 
 /// `GET /transactions/{id}`.
-pub async fn transaction(
-    State(engine): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<JsonValue>, ApiError> {
+pub async fn transaction(State(engine): State<AppState>, Path(id): Path<String>) -> Result<Json<JsonValue>, ApiError> {
     let record = engine.transaction(parse_id(&id)?).await?;
     Ok(Json(transaction_json(&record)))
 }
@@ -97,9 +83,7 @@ pub async fn retry_dead_letter(
 ) -> Result<Json<JsonValue>, ApiError> {
     let id = parse_id(&id)?;
     let released = engine.retry_dead_letter(id).await?;
-    Ok(Json(
-        json!({"transaction_id": id, "state": "queued", "released_blocked": released}),
-    ))
+    Ok(Json(json!({"transaction_id": id, "state": "queued", "released_blocked": released})))
 }
 
 /// `DELETE /buffer/dead/{id}`.
@@ -109,9 +93,7 @@ pub async fn discard_dead_letter(
 ) -> Result<Json<JsonValue>, ApiError> {
     let id = parse_id(&id)?;
     let released = engine.discard_dead_letter(id).await?;
-    Ok(Json(
-        json!({"transaction_id": id, "state": "discarded", "released_blocked": released}),
-    ))
+    Ok(Json(json!({"transaction_id": id, "state": "discarded", "released_blocked": released})))
 }
 
 /// `GET /schema`: the tables opsbuffer serves, with columns and keys.

@@ -13,15 +13,7 @@ use serde_json::Value as Json;
 use crate::error::ApiError;
 
 /// Parameters that are not column filters.
-pub const RESERVED: &[&str] = &[
-    "order",
-    "limit",
-    "after",
-    "provenance",
-    "consistency",
-    "timeout_ms",
-    "via",
-];
+pub const RESERVED: &[&str] = &["order", "limit", "after", "provenance", "consistency", "timeout_ms", "via"];
 
 /// Longest a `consistency=replicated` read may wait.
 const MAX_REPLICATED_WAIT: Duration = Duration::from_secs(60);
@@ -35,18 +27,13 @@ pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError>
     for part in raw.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
         let (name, value) = part.split_once('=').unwrap_or((part, ""));
         let decode = |s: &str| {
-            percent_decode_str(s)
-                .decode_utf8()
-                .map(|c| c.into_owned())
-                .map_err(|_| {
-                    ApiError::bad_request(
-                        "invalid_query",
-                        name.to_owned(),
-                        format!(
-                            "query parameter {name:?} is not valid UTF-8 after percent-decoding"
-                        ),
-                    )
-                })
+            percent_decode_str(s).decode_utf8().map(|c| c.into_owned()).map_err(|_| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    name.to_owned(),
+                    format!("query parameter {name:?} is not valid UTF-8 after percent-decoding"),
+                )
+            })
         };
         out.push((decode(name)?, decode(value)?));
     }
@@ -55,11 +42,7 @@ pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError>
 
 /// The last value of a parameter.
 pub fn param<'p>(pairs: &'p [(String, String)], name: &str) -> Option<&'p str> {
-    pairs
-        .iter()
-        .rev()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
+    pairs.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
 }
 
 /// Whether `provenance=true` was asked for.
@@ -92,10 +75,7 @@ pub fn consistency(pairs: &[(String, String)]) -> Result<Consistency, ApiError> 
                 return Err(ApiError::bad_request(
                     "invalid_query",
                     "timeout_ms",
-                    format!(
-                        "timeout_ms may be at most {}",
-                        MAX_REPLICATED_WAIT.as_millis()
-                    ),
+                    format!("timeout_ms may be at most {}", MAX_REPLICATED_WAIT.as_millis()),
                 ));
             }
             wait
@@ -115,42 +95,24 @@ pub fn consistency(pairs: &[(String, String)]) -> Result<Consistency, ApiError> 
 
 /// The query of a read on `table`.
 pub fn table_query(table: &Table, pairs: &[(String, String)]) -> Result<Query, ApiError> {
-    Query::parse(table, pairs, RESERVED)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.field, e.message))
+    Query::parse(table, pairs, RESERVED).map_err(|e| ApiError::bad_request("invalid_query", e.field, e.message))
 }
 
 /// Parses a JSON body; an empty body is `default`.
 pub fn json_body(body: &Bytes, default: Option<Json>) -> Result<Json, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return default.ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_body",
-                "",
-                "the request body is empty; send a JSON object",
-            )
-        });
+        return default
+            .ok_or_else(|| ApiError::bad_request("invalid_body", "", "the request body is empty; send a JSON object"));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_body",
-            "",
-            format!("the request body is not valid JSON: {e}"),
-        )
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_body", "", format!("the request body is not valid JSON: {e}")))
 }
 
 /// Parses a JSON object body.
-pub fn object_body(
-    body: &Bytes,
-    allow_empty: bool,
-) -> Result<serde_json::Map<String, Json>, ApiError> {
+pub fn object_body(body: &Bytes, allow_empty: bool) -> Result<serde_json::Map<String, Json>, ApiError> {
     let default = allow_empty.then(|| Json::Object(Default::default()));
     match json_body(body, default)? {
         Json::Object(map) => Ok(map),
-        _ => Err(ApiError::bad_request(
-            "invalid_body",
-            "",
-            "the request body must be a JSON object of column values",
-        )),
+        _ => Err(ApiError::bad_request("invalid_body", "", "the request body must be a JSON object of column values")),
     }
 }

@@ -57,22 +57,14 @@ pub async fn fetch_one(
     let key = parse_key(table, id)?;
     let found = engine.get(table, &key, consistency(pairs)?).await?;
     let Some((record, pending)) = found else {
-        return Err(ApiError::not_found(
-            "not_found",
-            format!("{} {id} does not exist in the merged view", table.name),
-        ));
+        return Err(ApiError::not_found("not_found", format!("{} {id} does not exist in the merged view", table.name)));
     };
     let mut pending_map = HashMap::new();
     if !pending.is_empty() {
         pending_map.insert(record.key.clone(), pending);
     }
-    let page = MergedPage {
-        page: opsbuffer_core::merge::Page {
-            records: vec![record],
-            next: None,
-        },
-        pending: pending_map,
-    };
+    let page =
+        MergedPage { page: opsbuffer_core::merge::Page { records: vec![record], next: None }, pending: pending_map };
     let mut rendered = render_page(engine, table, &page, provenance(pairs)?).await?;
     Ok(rendered.remove(0))
 }
@@ -95,37 +87,23 @@ pub async fn children(
         ApiError::bad_request(
             "invalid_query",
             "via",
-            format!(
-                "{} has no column {via:?}; known columns: {}",
-                child.name,
-                child.column_list()
-            ),
+            format!("{} has no column {via:?}; known columns: {}", child.name, child.column_list()),
         )
     })?;
     let parent_key = parse_key(&parent, &id)?;
-    if engine
-        .get(&parent, &parent_key, opsbuffer_engine::Consistency::Merged)
-        .await?
-        .is_none()
-    {
+    if engine.get(&parent, &parent_key, opsbuffer_engine::Consistency::Merged).await?.is_none() {
         return Err(ApiError::not_found(
             "not_found",
             format!("{} {id} does not exist in the merged view", parent.name),
         ));
     }
-    let value = child.columns[position]
-        .ty
-        .parse_text(&parent_key.key_text())
-        .map_err(|e| {
-            ApiError::bad_request(
-                "invalid_query",
-                "via",
-                format!(
-                    "{}.{via} cannot hold the key of {}: {e}",
-                    child.name, parent.name
-                ),
-            )
-        })?;
+    let value = child.columns[position].ty.parse_text(&parent_key.key_text()).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_query",
+            "via",
+            format!("{}.{via} cannot hold the key of {}: {e}", child.name, parent.name),
+        )
+    })?;
 
     let mut query = table_query(&child, &pairs)?;
     query.conditions.push(Condition::eq(position, value));
@@ -149,10 +127,7 @@ fn infer_via(parent: &Table, child: &Table) -> Result<String, ApiError> {
         [] => Err(ApiError::bad_request(
             "invalid_query",
             "via",
-            format!(
-                "{} has no foreign key to {}; name the column with via=",
-                child.name, parent.name
-            ),
+            format!("{} has no foreign key to {}; name the column with via=", child.name, parent.name),
         )),
         many => Err(ApiError::bad_request(
             "invalid_query",
@@ -170,15 +145,9 @@ fn infer_via(parent: &Table, child: &Table) -> Result<String, ApiError> {
 /// Parses a primary-key value from a path segment.
 pub fn parse_key(table: &Table, id: &str) -> Result<Value, ApiError> {
     let pk = table.primary_key_column().ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_query",
-            "id",
-            format!("table {} has no single-column primary key", table.name),
-        )
+        ApiError::bad_request("invalid_query", "id", format!("table {} has no single-column primary key", table.name))
     })?;
-    pk.ty
-        .parse_text(id)
-        .map_err(|e| ApiError::bad_request("invalid_id", "id", format!("id: {e}")))
+    pk.ty.parse_text(id).map_err(|e| ApiError::bad_request("invalid_id", "id", format!("id: {e}")))
 }
 
 /// Renders merged records as JSON objects, adding `_provenance` when asked.
@@ -188,11 +157,7 @@ pub async fn render_page(
     page: &MergedPage,
     with_provenance: bool,
 ) -> Result<Vec<Map<String, JsonValue>>, ApiError> {
-    let states = if with_provenance {
-        transaction_states(engine, page).await?
-    } else {
-        HashMap::new()
-    };
+    let states = if with_provenance { transaction_states(engine, page).await? } else { HashMap::new() };
     Ok(page
         .page
         .records
@@ -200,43 +165,25 @@ pub async fn render_page(
         .map(|record| {
             let mut object = record.row.to_json(table);
             if with_provenance {
-                object.insert(
-                    "_provenance".into(),
-                    provenance_of(record, page.pending.get(&record.key), &states),
-                );
+                object.insert("_provenance".into(), provenance_of(record, page.pending.get(&record.key), &states));
             }
             object
         })
         .collect())
 }
 
-async fn transaction_states(
-    engine: &Engine,
-    page: &MergedPage,
-) -> Result<HashMap<Uuid, String>, ApiError> {
+async fn transaction_states(engine: &Engine, page: &MergedPage) -> Result<HashMap<Uuid, String>, ApiError> {
     let mut ids: Vec<Uuid> = page.pending.values().flatten().copied().collect();
     ids.sort();
     ids.dedup();
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let states = engine
-        .buffer
-        .transaction_states(&ids)
-        .await
-        .map_err(opsbuffer_engine::EngineError::from)?;
-    Ok(ids
-        .into_iter()
-        .zip(states)
-        .map(|(id, s)| (id, s.unwrap_or_else(|| "replicated".into())))
-        .collect())
+    let states = engine.buffer.transaction_states(&ids).await.map_err(opsbuffer_engine::EngineError::from)?;
+    Ok(ids.into_iter().zip(states).map(|(id, s)| (id, s.unwrap_or_else(|| "replicated".into()))).collect())
 }
 
-fn provenance_of(
-    record: &MergedRecord,
-    pending: Option<&Vec<Uuid>>,
-    states: &HashMap<Uuid, String>,
-) -> JsonValue {
+fn provenance_of(record: &MergedRecord, pending: Option<&Vec<Uuid>>, states: &HashMap<Uuid, String>) -> JsonValue {
     let pending: Vec<JsonValue> = pending
         .into_iter()
         .flatten()

@@ -9,8 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use opsbuffer_core::schema::Table;
 use opsbuffer_core::tx::{
-    Plan, PlanContext, PlannedStep, StepOp, WriteError, plan_bulk_create, plan_create,
-    plan_transaction, plan_update,
+    Plan, PlanContext, PlannedStep, StepOp, WriteError, plan_bulk_create, plan_create, plan_transaction, plan_update,
 };
 use opsbuffer_engine::Engine;
 use opsbuffer_engine::write::Receipt;
@@ -26,25 +25,14 @@ pub const RAW_DATA_FILE: &str = "raw_data_file";
 pub const RAW_DATA_PACKAGE: &str = "raw_data_package";
 
 /// Plans with the current time and fresh UUIDv7 keys.
-fn plan_with<T>(
-    f: impl FnOnce(&mut PlanContext<'_>) -> Result<T, WriteError>,
-) -> Result<T, ApiError> {
+fn plan_with<T>(f: impl FnOnce(&mut PlanContext<'_>) -> Result<T, WriteError>) -> Result<T, ApiError> {
     let mut new_uuid = Uuid::now_v7;
-    let mut ctx = PlanContext {
-        now: chrono::Utc::now().timestamp_micros(),
-        new_uuid: &mut new_uuid,
-    };
+    let mut ctx = PlanContext { now: chrono::Utc::now().timestamp_micros(), new_uuid: &mut new_uuid };
     f(&mut ctx).map_err(|e| ApiError::from(opsbuffer_engine::EngineError::from(e)))
 }
 
-fn single_step(
-    op: StepOp,
-    table: Arc<Table>,
-    changes: Vec<opsbuffer_core::tx::PlannedChange>,
-) -> Plan {
-    Plan {
-        steps: vec![PlannedStep { op, table, changes }],
-    }
+fn single_step(op: StepOp, table: Arc<Table>, changes: Vec<opsbuffer_core::tx::PlannedChange>) -> Plan {
+    Plan { steps: vec![PlannedStep { op, table, changes }] }
 }
 
 /// The answer for a one-record write: `{"id", "transaction_id", "status"}`.
@@ -67,9 +55,7 @@ pub async fn transaction(
     let receipt = engine.submit(plan).await?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({"transaction_id": receipt.transaction_id, "ids": receipt.ids, "status": receipt.status}),
-        ),
+        Json(json!({"transaction_id": receipt.transaction_id, "ids": receipt.ids, "status": receipt.status})),
     ))
 }
 
@@ -81,8 +67,7 @@ pub async fn start_executed_obs_unit(
 ) -> Result<(StatusCode, Json<JsonValue>), ApiError> {
     let mut data = object_body(&body, false)?;
     data.entry("status").or_insert_with(|| json!("running"));
-    data.entry("start_time")
-        .or_insert_with(|| json!(now_text()));
+    data.entry("start_time").or_insert_with(|| json!(now_text()));
     create_one(&engine, EXECUTED_OBS_UNIT, data).await
 }
 
@@ -127,9 +112,7 @@ pub async fn create_raw_data_files(
 ) -> Result<(StatusCode, Json<JsonValue>), ApiError> {
     let rows = match json_body(&body, None)? {
         JsonValue::Array(rows) => rows,
-        JsonValue::Object(mut object)
-            if object.len() == 1 && object.get("files").is_some_and(JsonValue::is_array) =>
-        {
+        JsonValue::Object(mut object) if object.len() == 1 && object.get("files").is_some_and(JsonValue::is_array) => {
             match object.remove("files") {
                 Some(JsonValue::Array(rows)) => rows,
                 _ => Vec::new(),
@@ -144,17 +127,11 @@ pub async fn create_raw_data_files(
         }
     };
     if rows.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid_body",
-            "",
-            "the list of files is empty; send at least one file",
-        ));
+        return Err(ApiError::bad_request("invalid_body", "", "the list of files is empty; send at least one file"));
     }
     let table = engine.table(RAW_DATA_FILE)?;
     let changes = plan_with(|ctx| plan_bulk_create(&table, &rows, "", ctx))?;
-    let receipt = engine
-        .submit(single_step(StepOp::BulkCreate, table, changes))
-        .await?;
+    let receipt = engine.submit(single_step(StepOp::BulkCreate, table, changes)).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -184,8 +161,7 @@ pub async fn finalize_raw_data_package(
 ) -> Result<Json<JsonValue>, ApiError> {
     let mut data = object_body(&body, true)?;
     data.entry("status").or_insert_with(|| json!("finalized"));
-    data.entry("finalized_at")
-        .or_insert_with(|| json!(now_text()));
+    data.entry("finalized_at").or_insert_with(|| json!(now_text()));
     update_one(&engine, RAW_DATA_PACKAGE, &id, data).await
 }
 
@@ -196,9 +172,7 @@ async fn create_one(
 ) -> Result<(StatusCode, Json<JsonValue>), ApiError> {
     let table = engine.table(table)?;
     let change = plan_with(|ctx| plan_create(&table, &data, "", ctx))?;
-    let receipt = engine
-        .submit(single_step(StepOp::Create, table, vec![change]))
-        .await?;
+    let receipt = engine.submit(single_step(StepOp::Create, table, vec![change])).await?;
     Ok((StatusCode::CREATED, Json(single_answer(receipt))))
 }
 
@@ -209,11 +183,8 @@ async fn update_one(
     data: Map<String, JsonValue>,
 ) -> Result<Json<JsonValue>, ApiError> {
     let table = engine.table(table)?;
-    let change =
-        plan_with(|_| plan_update(&table, &JsonValue::String(id.to_owned()), &data, "", ""))?;
-    let receipt = engine
-        .submit(single_step(StepOp::Update, table, vec![change]))
-        .await?;
+    let change = plan_with(|_| plan_update(&table, &JsonValue::String(id.to_owned()), &data, "", ""))?;
+    let receipt = engine.submit(single_step(StepOp::Update, table, vec![change])).await?;
     Ok(Json(single_answer(receipt)))
 }
 

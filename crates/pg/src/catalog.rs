@@ -7,8 +7,7 @@ use std::collections::HashMap;
 
 use deadpool_postgres::Pool;
 use opsbuffer_core::schema::{
-    CheckConstraint, Column, ColumnDefault, ForeignKey, ForeignKeyAction, Registry, Table,
-    UniqueKey,
+    CheckConstraint, Column, ColumnDefault, ForeignKey, ForeignKeyAction, Registry, Table, UniqueKey,
 };
 use opsbuffer_core::types::ColumnType;
 
@@ -72,10 +71,7 @@ pub async fn load_registry(
         let oids: Vec<u32> = table_rows.iter().map(|r| r.get(0)).collect();
         let column_rows = client.query(COLUMNS_SQL, &[&oids]).await.map_err(db)?;
         let constraint_rows = client.query(CONSTRAINTS_SQL, &[&oids]).await.map_err(db)?;
-        let index_rows = client
-            .query(UNIQUE_INDEXES_SQL, &[&oids])
-            .await
-            .map_err(db)?;
+        let index_rows = client.query(UNIQUE_INDEXES_SQL, &[&oids]).await.map_err(db)?;
 
         let mut columns_by_table: HashMap<u32, Vec<(Column, Option<String>)>> = HashMap::new();
         for row in &column_rows {
@@ -92,15 +88,10 @@ pub async fn load_registry(
             let default = if !identity.is_empty() {
                 ColumnDefault::MainGenerated
             } else {
-                default_expr
-                    .as_deref()
-                    .map(classify_default)
-                    .unwrap_or(ColumnDefault::None)
+                default_expr.as_deref().map(classify_default).unwrap_or(ColumnDefault::None)
             };
             let constant_expr = match (&default, &default_expr) {
-                (ColumnDefault::Expression(_), Some(expr)) if is_constant_expression(expr) => {
-                    Some(expr.clone())
-                }
+                (ColumnDefault::Expression(_), Some(expr)) if is_constant_expression(expr) => Some(expr.clone()),
                 _ => None,
             };
             let column = Column {
@@ -111,10 +102,7 @@ pub async fn load_registry(
                 default,
                 generated_always: identity == "a" || generated == "s",
             };
-            columns_by_table
-                .entry(oid)
-                .or_default()
-                .push((column, constant_expr));
+            columns_by_table.entry(oid).or_default().push((column, constant_expr));
         }
 
         let mut tables = Vec::with_capacity(table_rows.len());
@@ -144,12 +132,7 @@ pub async fn load_registry(
     .await
 }
 
-fn add_constraints(
-    table: &mut Table,
-    oid: u32,
-    constraints: &[tokio_postgres::Row],
-    indexes: &[tokio_postgres::Row],
-) {
+fn add_constraints(table: &mut Table, oid: u32, constraints: &[tokio_postgres::Row], indexes: &[tokio_postgres::Row]) {
     let positions = |table: &Table, names: &[String]| -> Option<Vec<usize>> {
         names.iter().map(|n| table.column_position(n)).collect()
     };
@@ -160,36 +143,26 @@ fn add_constraints(
         match kind.as_str() {
             "u" => {
                 if let Some(cols) = positions(table, &columns) {
-                    table.unique_keys.push(UniqueKey {
-                        name,
-                        columns: cols,
-                    });
+                    table.unique_keys.push(UniqueKey { name, columns: cols });
                 }
             }
             "f" => {
                 let referenced_table: Option<String> = row.get(5);
                 let referenced_columns: Vec<String> = row.get(6);
                 let on_delete: String = row.get(7);
-                if let (Some(cols), Some(referenced_table)) =
-                    (positions(table, &columns), referenced_table)
-                {
+                if let (Some(cols), Some(referenced_table)) = (positions(table, &columns), referenced_table) {
                     table.foreign_keys.push(ForeignKey {
                         name,
                         columns: cols,
                         referenced_table,
                         referenced_columns,
-                        on_delete: ForeignKeyAction::from_pg(
-                            on_delete.chars().next().unwrap_or('a'),
-                        ),
+                        on_delete: ForeignKeyAction::from_pg(on_delete.chars().next().unwrap_or('a')),
                     });
                 }
             }
             "c" => {
                 let definition: String = row.get(8);
-                table.checks.push(CheckConstraint {
-                    name,
-                    expression: check_expression(&definition),
-                });
+                table.checks.push(CheckConstraint { name, expression: check_expression(&definition) });
             }
             _ => {}
         }
@@ -200,10 +173,7 @@ fn add_constraints(
         if let Some(cols) = positions(table, &columns)
             && !table.unique_keys.iter().any(|u| u.columns == cols)
         {
-            table.unique_keys.push(UniqueKey {
-                name,
-                columns: cols,
-            });
+            table.unique_keys.push(UniqueKey { name, columns: cols });
         }
     }
 }
@@ -211,10 +181,7 @@ fn add_constraints(
 /// `CHECK ((a > 0)) NOT VALID` → `((a > 0))`.
 fn check_expression(definition: &str) -> String {
     let body = definition.strip_prefix("CHECK ").unwrap_or(definition);
-    body.strip_suffix(" NOT VALID")
-        .unwrap_or(body)
-        .trim()
-        .to_owned()
+    body.strip_suffix(" NOT VALID").unwrap_or(body).trim().to_owned()
 }
 
 /// Sorts a default expression by who can evaluate it. Everything that is not
@@ -240,14 +207,7 @@ pub fn classify_default(expr: &str) -> ColumnDefault {
     if lower == "current_date" {
         return ColumnDefault::Today;
     }
-    if [
-        "gen_random_uuid()",
-        "uuid_generate_v4()",
-        "uuidv7()",
-        "uuid_generate_v7()",
-    ]
-    .contains(&lower.as_str())
-    {
+    if ["gen_random_uuid()", "uuid_generate_v4()", "uuidv7()", "uuid_generate_v7()"].contains(&lower.as_str()) {
         return ColumnDefault::NewUuid;
     }
     ColumnDefault::Expression(expr.to_owned())
@@ -275,17 +235,14 @@ async fn evaluate_constant(
 ) -> Result<ColumnDefault, PgError> {
     // The expression comes from the catalog, not from a client.
     let sql = format!("SELECT CAST(({expr}) AS {})::text", column.sql_type);
-    let row = client
-        .query_one(&sql, &[])
-        .await
-        .map_err(|e| PgError::db(label, e))?;
+    let row = client.query_one(&sql, &[]).await.map_err(|e| PgError::db(label, e))?;
     let text: Option<String> = row.get(0);
     let value = match text {
         None => opsbuffer_core::value::Value::Null,
-        Some(t) => column.ty.parse_text(&t).map_err(|e| PgError::Decode {
-            label,
-            message: format!("default of column {}: {e}", column.name),
-        })?,
+        Some(t) => column
+            .ty
+            .parse_text(&t)
+            .map_err(|e| PgError::Decode { label, message: format!("default of column {}: {e}", column.name) })?,
     };
     Ok(ColumnDefault::Constant(value))
 }
@@ -296,21 +253,12 @@ mod tests {
 
     #[test]
     fn defaults_are_classified() {
-        assert_eq!(
-            classify_default("nextval('obs_unit_id_seq'::regclass)"),
-            ColumnDefault::MainGenerated
-        );
+        assert_eq!(classify_default("nextval('obs_unit_id_seq'::regclass)"), ColumnDefault::MainGenerated);
         assert_eq!(classify_default("now()"), ColumnDefault::Now);
         assert_eq!(classify_default("CURRENT_TIMESTAMP"), ColumnDefault::Now);
         assert_eq!(classify_default("CURRENT_DATE"), ColumnDefault::Today);
-        assert_eq!(
-            classify_default("gen_random_uuid()"),
-            ColumnDefault::NewUuid
-        );
-        assert!(matches!(
-            classify_default("'running'::text"),
-            ColumnDefault::Expression(_)
-        ));
+        assert_eq!(classify_default("gen_random_uuid()"), ColumnDefault::NewUuid);
+        assert!(matches!(classify_default("'running'::text"), ColumnDefault::Expression(_)));
     }
 
     #[test]

@@ -10,8 +10,7 @@ use tokio_postgres::{Client, Config, NoTls};
 
 /// Session settings the text forms of values depend on: UTC times in ISO
 /// format and floats printed shortest-exact.
-const SESSION_OPTIONS: &str =
-    "-c TimeZone=UTC -c DateStyle=ISO,YMD -c extra_float_digits=1 -c IntervalStyle=postgres";
+const SESSION_OPTIONS: &str = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c extra_float_digits=1 -c IntervalStyle=postgres";
 
 /// How to reach one database and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -30,31 +29,15 @@ pub struct PgSettings {
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     #[error("invalid {label} database URL: {message}")]
-    InvalidUrl {
-        label: &'static str,
-        message: String,
-    },
+    InvalidUrl { label: &'static str, message: String },
     #[error("{label}: {what} timed out after {after:?}")]
-    Timeout {
-        label: &'static str,
-        what: String,
-        after: Duration,
-    },
+    Timeout { label: &'static str, what: String, after: Duration },
     #[error("{label}: no connection available: {message}")]
-    Pool {
-        label: &'static str,
-        message: String,
-    },
+    Pool { label: &'static str, message: String },
     #[error("{label}: {}", describe(.source))]
-    Db {
-        label: &'static str,
-        source: tokio_postgres::Error,
-    },
+    Db { label: &'static str, source: tokio_postgres::Error },
     #[error("{label}: {message}")]
-    Decode {
-        label: &'static str,
-        message: String,
-    },
+    Decode { label: &'static str, message: String },
 }
 
 impl PgError {
@@ -118,19 +101,13 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
 
 /// Parses the URL and adds the session settings and timeouts.
 pub fn config(settings: &PgSettings) -> Result<Config, PgError> {
-    let mut config: Config =
-        settings
-            .url
-            .parse()
-            .map_err(|e: tokio_postgres::Error| PgError::InvalidUrl {
-                label: settings.label,
-                message: e.to_string(),
-            })?;
+    let mut config: Config = settings
+        .url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| PgError::InvalidUrl { label: settings.label, message: e.to_string() })?;
     let statement_ms = settings.statement_timeout.as_millis();
     config
-        .options(format!(
-            "{SESSION_OPTIONS} -c statement_timeout={statement_ms}"
-        ))
+        .options(format!("{SESSION_OPTIONS} -c statement_timeout={statement_ms}"))
         .connect_timeout(settings.connect_timeout)
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(30))
@@ -143,13 +120,8 @@ pub fn config(settings: &PgSettings) -> Result<Config, PgError> {
 pub fn pool(settings: &PgSettings) -> Result<Pool, PgError> {
     // TODO: TLS. Connections use NoTls, so a main reached over the internet
     // needs a tunnel (VPN or SSH) until a rustls connector is added.
-    let manager = Manager::from_config(
-        config(settings)?,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager =
+        Manager::from_config(config(settings)?, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
         .max_size(settings.pool_size)
         .runtime(Runtime::Tokio1)
@@ -157,10 +129,7 @@ pub fn pool(settings: &PgSettings) -> Result<Pool, PgError> {
         .create_timeout(Some(settings.connect_timeout))
         .recycle_timeout(Some(settings.connect_timeout))
         .build()
-        .map_err(|e| PgError::Pool {
-            label: settings.label,
-            message: e.to_string(),
-        })
+        .map_err(|e| PgError::Pool { label: settings.label, message: e.to_string() })
 }
 
 /// One dedicated connection; the returned task drives it and can be aborted
@@ -169,17 +138,10 @@ pub async fn connect(settings: &PgSettings) -> Result<(Client, JoinHandle<()>), 
     let config = config(settings)?;
     let label = settings.label;
     let connecting = config.connect(NoTls);
-    let (client, connection) = tokio::time::timeout(
-        settings.connect_timeout + Duration::from_secs(1),
-        connecting,
-    )
-    .await
-    .map_err(|_| PgError::Timeout {
-        label,
-        what: "connect".into(),
-        after: settings.connect_timeout,
-    })?
-    .map_err(|e| PgError::db(label, e))?;
+    let (client, connection) = tokio::time::timeout(settings.connect_timeout + Duration::from_secs(1), connecting)
+        .await
+        .map_err(|_| PgError::Timeout { label, what: "connect".into(), after: settings.connect_timeout })?
+        .map_err(|e| PgError::db(label, e))?;
     let driver = tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::warn!(database = label, error = %error, "connection closed with an error");
@@ -189,16 +151,10 @@ pub async fn connect(settings: &PgSettings) -> Result<(Client, JoinHandle<()>), 
 }
 
 /// Gets a pooled connection, mapping pool errors.
-pub async fn pooled(
-    pool: &Pool,
-    label: &'static str,
-) -> Result<deadpool_postgres::Object, PgError> {
+pub async fn pooled(pool: &Pool, label: &'static str) -> Result<deadpool_postgres::Object, PgError> {
     pool.get().await.map_err(|e| match e {
         deadpool_postgres::PoolError::Backend(source) => PgError::db(label, source),
-        other => PgError::Pool {
-            label,
-            message: other.to_string(),
-        },
+        other => PgError::Pool { label, message: other.to_string() },
     })
 }
 
@@ -211,11 +167,5 @@ pub async fn with_timeout<T>(
 ) -> Result<T, PgError> {
     tokio::time::timeout(after, future)
         .await
-        .unwrap_or_else(|_| {
-            Err(PgError::Timeout {
-                label,
-                what: what.to_owned(),
-                after,
-            })
-        })
+        .unwrap_or_else(|_| Err(PgError::Timeout { label, what: what.to_owned(), after }))
 }

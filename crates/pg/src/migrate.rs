@@ -18,14 +18,7 @@ pub async fn run(settings: &PgSettings) -> Result<Vec<String>, PgError> {
         .set_migration_table_name(MIGRATION_TABLE)
         .run_async(&mut client)
         .await
-        .map_err(|e| PgError::Decode {
-            label: settings.label,
-            message: format!("migration failed: {e}"),
-        });
+        .map_err(|e| PgError::Decode { label: settings.label, message: format!("migration failed: {e}") });
     driver.abort();
-    Ok(report?
-        .applied_migrations()
-        .iter()
-        .map(|m| m.to_string())
-        .collect())
+    Ok(report?.applied_migrations().iter().map(|m| m.to_string()).collect())
 }

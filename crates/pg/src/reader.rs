@@ -51,11 +51,7 @@ pub struct Reader {
 
 impl Reader {
     pub fn new(pool: Pool, label: &'static str, timeout: Duration) -> Reader {
-        Reader {
-            pool,
-            label,
-            timeout,
-        }
+        Reader { pool, label, timeout }
     }
 
     pub fn label(&self) -> &'static str {
@@ -69,40 +65,22 @@ impl Reader {
     /// Runs a rendered statement and decodes each row of `table`.
     pub async fn rows(&self, table: &Table, statement: &Statement) -> Result<Vec<Row>, PgError> {
         let label = self.label;
-        with_timeout(
-            label,
-            &format!("reading {}", table.name),
-            self.timeout,
-            async {
-                let client = pooled(&self.pool, label).await?;
-                if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
-                    client.statement_cache.clear();
-                }
-                let prepared = client
-                    .prepare_cached(&statement.text)
-                    .await
-                    .map_err(|e| PgError::db(label, e))?;
-                let params = to_sql_params(&statement.params);
-                let refs: Vec<&(dyn ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                    .collect();
-                let rows = client
-                    .query(&prepared, &refs)
-                    .await
-                    .map_err(|e| PgError::db(label, e))?;
-                rows.iter().map(|r| decode_row(label, table, r)).collect()
-            },
-        )
+        with_timeout(label, &format!("reading {}", table.name), self.timeout, async {
+            let client = pooled(&self.pool, label).await?;
+            if client.statement_cache.size() > STATEMENT_CACHE_LIMIT {
+                client.statement_cache.clear();
+            }
+            let prepared = client.prepare_cached(&statement.text).await.map_err(|e| PgError::db(label, e))?;
+            let params = to_sql_params(&statement.params);
+            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as &(dyn ToSql + Sync)).collect();
+            let rows = client.query(&prepared, &refs).await.map_err(|e| PgError::db(label, e))?;
+            rows.iter().map(|r| decode_row(label, table, r)).collect()
+        })
         .await
     }
 
     /// Rows of `table` with the given primary keys, by key.
-    pub async fn rows_by_key(
-        &self,
-        table: &Table,
-        keys: &[String],
-    ) -> Result<HashMap<String, Row>, PgError> {
+    pub async fn rows_by_key(&self, table: &Table, keys: &[String]) -> Result<HashMap<String, Row>, PgError> {
         let Some(statement) = opsbuffer_core::sql::select_by_keys(table, keys) else {
             return Ok(HashMap::new());
         };
@@ -111,10 +89,7 @@ impl Reader {
         }
         let pk = table.primary_key.unwrap_or_default();
         let rows = self.rows(table, &statement).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.get(pk).key_text(), r))
-            .collect())
+        Ok(rows.into_iter().map(|r| (r.get(pk).key_text(), r)).collect())
     }
 
     /// Recovery state and WAL position.
@@ -122,22 +97,14 @@ impl Reader {
         let label = self.label;
         with_timeout(label, "reading the WAL position", self.timeout, async {
             let client = pooled(&self.pool, label).await?;
-            let statement = client
-                .prepare_cached(STATUS_SQL)
-                .await
-                .map_err(|e| PgError::db(label, e))?;
-            let row = client
-                .query_one(&statement, &[])
-                .await
-                .map_err(|e| PgError::db(label, e))?;
+            let statement = client.prepare_cached(STATUS_SQL).await.map_err(|e| PgError::db(label, e))?;
+            let row = client.query_one(&statement, &[]).await.map_err(|e| PgError::db(label, e))?;
             let lsn_text: Option<String> = row.get(1);
             let lsn = match lsn_text {
-                Some(text) => text
-                    .parse()
-                    .map_err(|e: opsbuffer_core::lsn::LsnParseError| PgError::Decode {
-                        label,
-                        message: e.to_string(),
-                    })?,
+                Some(text) => text.parse().map_err(|e: opsbuffer_core::lsn::LsnParseError| PgError::Decode {
+                    label,
+                    message: e.to_string(),
+                })?,
                 None => Lsn::default(),
             };
             Ok(ServerStatus {
@@ -154,58 +121,34 @@ impl Reader {
     /// for each failing row, its index and the name of the first failing
     /// constraint. PostgreSQL evaluates the constraint text itself, so the
     /// answer is the one main will give.
-    pub async fn failing_checks(
-        &self,
-        table: &Table,
-        rows: &[Row],
-    ) -> Result<Vec<(usize, String)>, PgError> {
+    pub async fn failing_checks(&self, table: &Table, rows: &[Row]) -> Result<Vec<(usize, String)>, PgError> {
         if table.checks.is_empty() || rows.is_empty() {
             return Ok(Vec::new());
         }
         let label = self.label;
-        let tests: Vec<String> = table
-            .checks
-            .iter()
-            .map(|c| format!("({}) IS FALSE", c.expression))
-            .collect();
+        let tests: Vec<String> = table.checks.iter().map(|c| format!("({}) IS FALSE", c.expression)).collect();
         let sql = format!(
             "SELECT x.ordinality, {} FROM json_populate_recordset(NULL::{}, $1::text::json) WITH ORDINALITY AS x WHERE {}",
             tests.join(", "),
             table.qualified_name(),
             tests.join(" OR ")
         );
-        let body = serde_json::Value::Array(
-            rows.iter()
-                .map(|r| serde_json::Value::Object(r.to_json(table)))
-                .collect(),
-        )
-        .to_string();
-        with_timeout(
-            label,
-            &format!("checking constraints of {}", table.name),
-            self.timeout,
-            async {
-                let client = pooled(&self.pool, label).await?;
-                let statement = client
-                    .prepare_cached(&sql)
-                    .await
-                    .map_err(|e| PgError::db(label, e))?;
-                let result = client
-                    .query(&statement, &[&body])
-                    .await
-                    .map_err(|e| PgError::db(label, e))?;
-                let mut failures = Vec::new();
-                for row in result {
-                    let ordinality: i64 = row.get(0);
-                    let failed = (0..table.checks.len())
-                        .find(|i| row.get::<_, Option<bool>>(i + 1) == Some(true));
-                    if let Some(i) = failed {
-                        failures.push(((ordinality - 1) as usize, table.checks[i].name.clone()));
-                    }
+        let body = serde_json::Value::Array(rows.iter().map(|r| serde_json::Value::Object(r.to_json(table))).collect())
+            .to_string();
+        with_timeout(label, &format!("checking constraints of {}", table.name), self.timeout, async {
+            let client = pooled(&self.pool, label).await?;
+            let statement = client.prepare_cached(&sql).await.map_err(|e| PgError::db(label, e))?;
+            let result = client.query(&statement, &[&body]).await.map_err(|e| PgError::db(label, e))?;
+            let mut failures = Vec::new();
+            for row in result {
+                let ordinality: i64 = row.get(0);
+                let failed = (0..table.checks.len()).find(|i| row.get::<_, Option<bool>>(i + 1) == Some(true));
+                if let Some(i) = failed {
+                    failures.push(((ordinality - 1) as usize, table.checks[i].name.clone()));
                 }
-                Ok(failures)
-            },
-        )
+            }
+            Ok(failures)
+        })
         .await
     }
 
@@ -214,10 +157,7 @@ impl Reader {
         let label = self.label;
         with_timeout(label, "ping", self.timeout, async {
             let client = pooled(&self.pool, label).await?;
-            client
-                .simple_query("SELECT 1")
-                .await
-                .map_err(|e| PgError::db(label, e))?;
+            client.simple_query("SELECT 1").await.map_err(|e| PgError::db(label, e))?;
             Ok(())
         })
         .await
@@ -237,25 +177,17 @@ pub(crate) fn to_sql_params(params: &[SqlParam]) -> Vec<Box<dyn ToSql + Sync + S
 }
 
 /// Decodes a row selected with [`opsbuffer_core::sql::select_list`].
-fn decode_row(
-    label: &'static str,
-    table: &Table,
-    row: &tokio_postgres::Row,
-) -> Result<Row, PgError> {
+fn decode_row(label: &'static str, table: &Table, row: &tokio_postgres::Row) -> Result<Row, PgError> {
     let mut values = Vec::with_capacity(table.columns.len());
     for (i, column) in table.columns.iter().enumerate() {
-        let text: Option<&str> = row.try_get(i).map_err(|e| PgError::Decode {
-            label,
-            message: format!("{}.{}: {e}", table.name, column.name),
-        })?;
+        let text: Option<&str> = row
+            .try_get(i)
+            .map_err(|e| PgError::Decode { label, message: format!("{}.{}: {e}", table.name, column.name) })?;
         let value = match text {
             None => Value::Null,
             Some(t) => column.ty.parse_text(t).map_err(|e| PgError::Decode {
                 label,
-                message: format!(
-                    "{}.{} holds a value opsbuffer cannot read: {e}",
-                    table.name, column.name
-                ),
+                message: format!("{}.{} holds a value opsbuffer cannot read: {e}", table.name, column.name),
             })?,
         };
         values.push(value);

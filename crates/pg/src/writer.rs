@@ -32,7 +32,8 @@ use crate::connect::{PgError, PgSettings, connect, describe, is_transient_sqlsta
 const LEDGER_INSERT_SQL: &str = "INSERT INTO opsbuffer_ledger (transaction_id, site_name, sequence) VALUES ($1::text::uuid, $2::text, $3::text::bigint)";
 
 /// Which of the given transactions the ledger already holds.
-const LEDGER_LOOKUP_SQL: &str = "SELECT transaction_id::text FROM opsbuffer_ledger WHERE transaction_id = ANY($1::text[]::uuid[])";
+const LEDGER_LOOKUP_SQL: &str =
+    "SELECT transaction_id::text FROM opsbuffer_ledger WHERE transaction_id = ANY($1::text[]::uuid[])";
 
 /// The WAL write position, read after COMMIT returned: the commit record
 /// lies before it, so a replica that replayed up to it shows the commit.
@@ -48,11 +49,7 @@ pub enum Operation {
     /// New complete rows of one table.
     Insert { table: Arc<Table>, rows: Vec<Row> },
     /// New values for some columns of one record.
-    Update {
-        table: Arc<Table>,
-        key: Value,
-        patch: Patch,
-    },
+    Update { table: Arc<Table>, key: Value, patch: Patch },
     /// Removal of one record.
     Delete { table: Arc<Table>, key: Value },
 }
@@ -90,17 +87,8 @@ pub struct ApplyError {
 impl ApplyError {
     fn from_pg(error: &PgError, transaction: Option<usize>) -> ApplyError {
         let sqlstate = error.sqlstate().map(|s| s.code().to_owned());
-        let class = if error.is_transient() {
-            ErrorClass::Transient
-        } else {
-            ErrorClass::Permanent
-        };
-        ApplyError {
-            class,
-            transaction,
-            sqlstate,
-            message: error.to_string(),
-        }
+        let class = if error.is_transient() { ErrorClass::Transient } else { ErrorClass::Permanent };
+        ApplyError { class, transaction, sqlstate, message: error.to_string() }
     }
 }
 
@@ -146,12 +134,7 @@ impl Drop for Connection {
 
 impl Writer {
     pub fn new(settings: PgSettings, site_name: String, batch_timeout: Duration) -> Writer {
-        Writer {
-            settings,
-            site_name,
-            batch_timeout,
-            connection: None,
-        }
+        Writer { settings, site_name, batch_timeout, connection: None }
     }
 
     /// Drops the connection, so the next batch reconnects.
@@ -163,25 +146,12 @@ impl Writer {
     /// transaction it reads the ledger and applies only the rest.
     pub async fn apply(&mut self, batch: &[Transaction]) -> Result<Applied, ApplyError> {
         match self.apply_pipelined(batch).await {
-            Err(error)
-                if error.sqlstate.as_deref() == Some("23505")
-                    && error.message.contains(LEDGER_KEY) =>
-            {
-                tracing::info!(
-                    transactions = batch.len(),
-                    "ledger already holds part of the batch; applying the rest"
-                );
+            Err(error) if error.sqlstate.as_deref() == Some("23505") && error.message.contains(LEDGER_KEY) => {
+                tracing::info!(transactions = batch.len(), "ledger already holds part of the batch; applying the rest");
                 let done = self.ledger_lookup(batch).await?;
-                let rest: Vec<Transaction> = batch
-                    .iter()
-                    .filter(|t| !done.contains(&t.id))
-                    .cloned()
-                    .collect();
-                let mut applied = if rest.is_empty() {
-                    self.commit_lsn_only().await?
-                } else {
-                    self.apply_pipelined(&rest).await?
-                };
+                let rest: Vec<Transaction> = batch.iter().filter(|t| !done.contains(&t.id)).cloned().collect();
+                let mut applied =
+                    if rest.is_empty() { self.commit_lsn_only().await? } else { self.apply_pipelined(&rest).await? };
                 applied.already_applied = done;
                 Ok(applied)
             }
@@ -207,25 +177,16 @@ impl Writer {
                     class: ErrorClass::Transient,
                     transaction: None,
                     sqlstate: None,
-                    message: format!(
-                        "main: applying a batch of {} timed out after {timeout:?}",
-                        batch.len()
-                    ),
+                    message: format!("main: applying a batch of {} timed out after {timeout:?}", batch.len()),
                 })
             }
         }
     }
 
-    async fn apply_pipelined_inner(
-        &mut self,
-        batch: &[Transaction],
-    ) -> Result<Applied, ApplyError> {
+    async fn apply_pipelined_inner(&mut self, batch: &[Transaction]) -> Result<Applied, ApplyError> {
         let site = self.site_name.clone();
         let sqls = batch_sql(batch);
-        let connection = self
-            .connection()
-            .await
-            .map_err(|e| ApplyError::from_pg(&e, None))?;
+        let connection = self.connection().await.map_err(|e| ApplyError::from_pg(&e, None))?;
         prepare_all(connection, sqls.iter().map(|(_, s)| s.as_str()))
             .await
             .map_err(|e| ApplyError::from_pg(&e, None))?;
@@ -235,29 +196,19 @@ impl Writer {
         let client = &connection.client;
         let statement = |sql: &str| connection.statements[sql].clone();
         let mut slots: Vec<Slot> = Vec::new();
-        let mut requests: Vec<BoxFuture<'_, Result<Option<String>, tokio_postgres::Error>>> =
-            Vec::new();
+        let mut requests: Vec<BoxFuture<'_, Result<Option<String>, tokio_postgres::Error>>> = Vec::new();
 
         let begin = statement("BEGIN");
         slots.push(Slot::Begin);
-        requests.push(Box::pin(async move {
-            client.execute(&begin, &[]).await.map(|_| None)
-        }));
+        requests.push(Box::pin(async move { client.execute(&begin, &[]).await.map(|_| None) }));
 
         let mut sql_iter = sqls.iter();
         for (index, transaction) in batch.iter().enumerate() {
             let ledger = statement(LEDGER_INSERT_SQL);
-            let params = (
-                transaction.id.to_string(),
-                site.clone(),
-                transaction.sequence.to_string(),
-            );
+            let params = (transaction.id.to_string(), site.clone(), transaction.sequence.to_string());
             slots.push(Slot::Ledger(index));
             requests.push(Box::pin(async move {
-                client
-                    .execute(&ledger, &[&params.0, &params.1, &params.2])
-                    .await
-                    .map(|_| None)
+                client.execute(&ledger, &[&params.0, &params.1, &params.2]).await.map(|_| None)
             }));
             for operation in &transaction.operations {
                 let (_, sql) = sql_iter.next().expect("one SQL text per operation");
@@ -265,10 +216,8 @@ impl Writer {
                 let params = operation_params(operation);
                 slots.push(Slot::Statement(index));
                 requests.push(Box::pin(async move {
-                    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                        .iter()
-                        .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-                        .collect();
+                    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                        params.iter().map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync)).collect();
                     client.execute(&prepared, &refs).await.map(|_| None)
                 }));
             }
@@ -276,17 +225,11 @@ impl Writer {
 
         let commit = statement("COMMIT");
         slots.push(Slot::Commit);
-        requests.push(Box::pin(async move {
-            client.execute(&commit, &[]).await.map(|_| None)
-        }));
+        requests.push(Box::pin(async move { client.execute(&commit, &[]).await.map(|_| None) }));
         let lsn = statement(COMMIT_LSN_SQL);
         slots.push(Slot::CommitLsn);
-        requests.push(Box::pin(async move {
-            client
-                .query_one(&lsn, &[])
-                .await
-                .map(|r| r.get::<_, Option<String>>(0))
-        }));
+        requests
+            .push(Box::pin(async move { client.query_one(&lsn, &[]).await.map(|r| r.get::<_, Option<String>>(0)) }));
 
         let results = join_all(requests).await;
 
@@ -310,19 +253,13 @@ impl Writer {
             }
         }
         let commit_lsn = parse_lsn(commit_lsn)?;
-        Ok(Applied {
-            commit_lsn,
-            already_applied: Vec::new(),
-        })
+        Ok(Applied { commit_lsn, already_applied: Vec::new() })
     }
 
     async fn ledger_lookup(&mut self, batch: &[Transaction]) -> Result<Vec<Uuid>, ApplyError> {
         let ids: Vec<String> = batch.iter().map(|t| t.id.to_string()).collect();
         let timeout = self.batch_timeout;
-        let connection = self
-            .connection()
-            .await
-            .map_err(|e| ApplyError::from_pg(&e, None))?;
+        let connection = self.connection().await.map_err(|e| ApplyError::from_pg(&e, None))?;
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
         let query = connection.client.query(LEDGER_LOOKUP_SQL, &params);
         let rows = match tokio::time::timeout(timeout, query).await {
@@ -342,24 +279,15 @@ impl Writer {
                 });
             }
         };
-        Ok(rows
-            .iter()
-            .filter_map(|r| r.get::<_, String>(0).parse().ok())
-            .collect())
+        Ok(rows.iter().filter_map(|r| r.get::<_, String>(0).parse().ok()).collect())
     }
 
     async fn commit_lsn_only(&mut self) -> Result<Applied, ApplyError> {
         let timeout = self.batch_timeout;
-        let connection = self
-            .connection()
-            .await
-            .map_err(|e| ApplyError::from_pg(&e, None))?;
+        let connection = self.connection().await.map_err(|e| ApplyError::from_pg(&e, None))?;
         let query = connection.client.query_one(COMMIT_LSN_SQL, &[]);
         match tokio::time::timeout(timeout, query).await {
-            Ok(Ok(row)) => Ok(Applied {
-                commit_lsn: parse_lsn(row.get(0))?,
-                already_applied: Vec::new(),
-            }),
+            Ok(Ok(row)) => Ok(Applied { commit_lsn: parse_lsn(row.get(0))?, already_applied: Vec::new() }),
             Ok(Err(error)) => {
                 self.disconnect();
                 Err(classify(&error, None))
@@ -377,25 +305,13 @@ impl Writer {
     }
 
     async fn connection(&mut self) -> Result<&mut Connection, PgError> {
-        if self
-            .connection
-            .as_ref()
-            .is_some_and(|c| c.client.is_closed())
-        {
+        if self.connection.as_ref().is_some_and(|c| c.client.is_closed()) {
             self.connection = None;
         }
         if self.connection.is_none() {
             let (client, driver) = connect(&self.settings).await?;
-            let mut connection = Connection {
-                client,
-                driver,
-                statements: HashMap::new(),
-            };
-            prepare_all(
-                &mut connection,
-                ["BEGIN", "COMMIT", LEDGER_INSERT_SQL, COMMIT_LSN_SQL],
-            )
-            .await?;
+            let mut connection = Connection { client, driver, statements: HashMap::new() };
+            prepare_all(&mut connection, ["BEGIN", "COMMIT", LEDGER_INSERT_SQL, COMMIT_LSN_SQL]).await?;
             self.connection = Some(connection);
         }
         Ok(self.connection.as_mut().expect("connected above"))
@@ -403,10 +319,7 @@ impl Writer {
 }
 
 /// Prepares every statement the connection does not have yet, pipelined.
-async fn prepare_all<'s>(
-    connection: &mut Connection,
-    sqls: impl IntoIterator<Item = &'s str>,
-) -> Result<(), PgError> {
+async fn prepare_all<'s>(connection: &mut Connection, sqls: impl IntoIterator<Item = &'s str>) -> Result<(), PgError> {
     let mut missing: Vec<&str> = Vec::new();
     for sql in sqls {
         if !connection.statements.contains_key(sql) && !missing.contains(&sql) {
@@ -432,12 +345,7 @@ fn classify(error: &tokio_postgres::Error, transaction: Option<usize>) -> ApplyE
         Some(code) if is_transient_sqlstate(code) => ErrorClass::Transient,
         Some(_) => ErrorClass::Permanent,
     };
-    ApplyError {
-        class,
-        transaction,
-        sqlstate,
-        message: format!("main: {}", describe(error)),
-    }
+    ApplyError { class, transaction, sqlstate, message: format!("main: {}", describe(error)) }
 }
 
 fn parse_lsn(text: Option<String>) -> Result<Lsn, ApplyError> {
@@ -464,12 +372,7 @@ fn batch_sql(batch: &[Transaction]) -> Vec<(usize, String)> {
 
 /// The columns clients may write, which a create lists explicitly.
 fn writable_columns(table: &Table) -> Vec<String> {
-    table
-        .columns
-        .iter()
-        .filter(|c| !c.generated_always)
-        .map(|c| quote_ident(&c.name))
-        .collect()
+    table.columns.iter().filter(|c| !c.generated_always).map(|c| quote_ident(&c.name)).collect()
 }
 
 /// The SQL of an operation. Values travel as one JSON parameter that
@@ -486,12 +389,7 @@ pub fn operation_sql(operation: &Operation) -> String {
             )
         }
         Operation::Update { table, patch, .. } => {
-            let pk = quote_ident(
-                &table
-                    .primary_key_column()
-                    .expect("updates need a primary key")
-                    .name,
-            );
+            let pk = quote_ident(&table.primary_key_column().expect("updates need a primary key").name);
             let assignments: Vec<String> = patch
                 .iter()
                 .map(|(i, _)| {
@@ -509,9 +407,7 @@ pub fn operation_sql(operation: &Operation) -> String {
             )
         }
         Operation::Delete { table, .. } => {
-            let pk = table
-                .primary_key_column()
-                .expect("deletes need a primary key");
+            let pk = table.primary_key_column().expect("deletes need a primary key");
             format!(
                 "WITH changed AS (DELETE FROM {} WHERE {} = $1::text::{} RETURNING 1) \
                  SELECT opsbuffer_expect_rows((SELECT count(*) FROM changed), 1, $2::text)",
@@ -527,26 +423,18 @@ pub fn operation_sql(operation: &Operation) -> String {
 pub fn operation_params(operation: &Operation) -> Vec<String> {
     match operation {
         Operation::Insert { table, rows } => {
-            let array: Vec<serde_json::Value> = rows
-                .iter()
-                .map(|r| serde_json::Value::Object(r.to_json(table)))
-                .collect();
+            let array: Vec<serde_json::Value> =
+                rows.iter().map(|r| serde_json::Value::Object(r.to_json(table))).collect();
             vec![serde_json::Value::Array(array).to_string()]
         }
         Operation::Update { table, key, patch } => {
             let pk = table.primary_key.expect("updates need a primary key");
             let mut object = patch_to_json(table, patch);
             object.insert(table.columns[pk].name.clone(), key.to_json());
-            vec![
-                serde_json::Value::Object(object).to_string(),
-                format!("update of {} {}", table.name, key.key_text()),
-            ]
+            vec![serde_json::Value::Object(object).to_string(), format!("update of {} {}", table.name, key.key_text())]
         }
         Operation::Delete { table, key } => {
-            vec![
-                key.key_text(),
-                format!("delete of {} {}", table.name, key.key_text()),
-            ]
+            vec![key.key_text(), format!("delete of {} {}", table.name, key.key_text())]
         }
     }
 }

@@ -80,11 +80,7 @@ impl FaultProxy {
                 connections.push(task.abort_handle());
             }
         });
-        Ok(FaultProxy {
-            address,
-            state,
-            listener,
-        })
+        Ok(FaultProxy { address, state, listener })
     }
 
     /// The address clients connect to.
@@ -95,9 +91,7 @@ impl FaultProxy {
     /// Adds `latency` to every chunk in each direction (a round trip gains
     /// twice this).
     pub fn set_latency(&self, latency: Duration) {
-        self.state
-            .latency_us
-            .store(latency.as_micros() as u64, Ordering::SeqCst);
+        self.state.latency_us.store(latency.as_micros() as u64, Ordering::SeqCst);
     }
 
     /// Closes new connections at once and cuts the open ones: the upstream
@@ -148,16 +142,10 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn forward(
-    client: TcpStream,
-    upstream: SocketAddr,
-    state: Arc<State>,
-) -> std::io::Result<()> {
+async fn forward(client: TcpStream, upstream: SocketAddr, state: Arc<State>) -> std::io::Result<()> {
     let server = tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(upstream))
         .await
-        .map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream connect timed out")
-        })??;
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "upstream connect timed out"))??;
     client.set_nodelay(true)?;
     server.set_nodelay(true)?;
     let (client_read, client_write) = client.into_split();
@@ -184,16 +172,11 @@ async fn pump(
         while let Some((arrived, bytes)) = receiver.recv().await {
             let latency = Duration::from_micros(writer_state.latency_us.load(Ordering::SeqCst));
             tokio::time::sleep_until(arrived + latency).await;
-            if from_server
-                && writer_state.cut_after_commit.load(Ordering::SeqCst)
-                && contains(&bytes, COMMIT_COMPLETE)
+            if from_server && writer_state.cut_after_commit.load(Ordering::SeqCst) && contains(&bytes, COMMIT_COMPLETE)
             {
                 writer_state.cut_after_commit.store(false, Ordering::SeqCst);
                 writer_state.commits_cut.fetch_add(1, Ordering::SeqCst);
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::ConnectionAborted,
-                    "cut after COMMIT",
-                ));
+                return Err(std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "cut after COMMIT"));
             }
             to.write_all(&bytes).await?;
         }
@@ -252,11 +235,7 @@ mod tests {
         let mut reply = [0u8; 4];
         socket.read_exact(&mut reply).await.unwrap();
         assert_eq!(&reply, b"ping");
-        assert!(
-            started.elapsed() >= Duration::from_millis(100),
-            "round trip took {:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() >= Duration::from_millis(100), "round trip took {:?}", started.elapsed());
     }
 
     #[tokio::test]

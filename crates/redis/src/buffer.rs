@@ -93,10 +93,7 @@ pub enum Acknowledgement {
     /// The buffer holds `pending` transactions, at or above the limit.
     Full { pending: u64 },
     /// Precondition number `index` (from 0) failed.
-    Rejected {
-        index: usize,
-        failure: PreconditionFailure,
-    },
+    Rejected { index: usize, failure: PreconditionFailure },
     /// A transaction with this id exists already.
     Duplicate,
 }
@@ -140,10 +137,7 @@ pub struct SelectedTransaction {
 /// The result of selecting a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
-    Batch {
-        transactions: Vec<SelectedTransaction>,
-        blocked: Vec<(Uuid, String)>,
-    },
+    Batch { transactions: Vec<SelectedTransaction>, blocked: Vec<(Uuid, String)> },
     LeaseLost,
 }
 
@@ -206,10 +200,7 @@ impl Lease {
     }
 
     pub fn token(&self) -> u64 {
-        self.0
-            .rsplit_once('|')
-            .and_then(|(_, t)| t.parse().ok())
-            .unwrap_or(0)
+        self.0.rsplit_once('|').and_then(|(_, t)| t.parse().ok()).unwrap_or(0)
     }
 }
 
@@ -226,8 +217,7 @@ impl Buffer {
     /// Creates the buffer client. The connection opens lazily and reconnects
     /// by itself, so this does not wait for Redis.
     pub fn new(settings: &BufferSettings) -> Result<Buffer, BufferError> {
-        let client = redis::Client::open(settings.url.as_str())
-            .map_err(|e| BufferError::InvalidUrl(e.to_string()))?;
+        let client = redis::Client::open(settings.url.as_str()).map_err(|e| BufferError::InvalidUrl(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(settings.timeout))
             .set_response_timeout(Some(settings.timeout))
@@ -258,10 +248,7 @@ impl Buffer {
     ) -> Result<T, BufferError> {
         match tokio::time::timeout(self.timeout, future).await {
             Ok(result) => Ok(result?),
-            Err(_) => Err(BufferError::Timeout {
-                what: what.to_owned(),
-                after: self.timeout,
-            }),
+            Err(_) => Err(BufferError::Timeout { what: what.to_owned(), after: self.timeout }),
         }
     }
 
@@ -291,27 +278,16 @@ impl Buffer {
             invocation.arg(if p.in_local { "1" } else { "0" });
         }
         for e in entries {
-            invocation
-                .arg(&e.table)
-                .arg(e.index)
-                .arg(e.kind.code().to_string())
-                .arg(&e.key)
-                .arg(&e.value);
+            invocation.arg(&e.table).arg(e.index).arg(e.kind.code().to_string()).arg(&e.key).arg(&e.value);
         }
         let mut connection = self.connection.clone();
-        let reply: Value = self
-            .timed("acknowledge", invocation.invoke_async(&mut connection))
-            .await?;
+        let reply: Value = self.timed("acknowledge", invocation.invoke_async(&mut connection)).await?;
         let items = array(reply, "acknowledge")?;
         let status = string(items.first(), "acknowledge")?;
         let number = int(items.get(1), "acknowledge")?;
         Ok(match status.as_str() {
-            "ok" => Acknowledgement::Stored {
-                sequence: number as u64,
-            },
-            "full" => Acknowledgement::Full {
-                pending: number as u64,
-            },
+            "ok" => Acknowledgement::Stored { sequence: number as u64 },
+            "full" => Acknowledgement::Full { pending: number as u64 },
             "duplicate" => Acknowledgement::Duplicate,
             "precondition" => {
                 let reason = string(items.get(2), "acknowledge")?;
@@ -321,16 +297,10 @@ impl Buffer {
                     "pending_delete" => PreconditionFailure::PendingDelete,
                     _ => PreconditionFailure::Exists,
                 };
-                Acknowledgement::Rejected {
-                    index: (number as usize).saturating_sub(1),
-                    failure,
-                }
+                Acknowledgement::Rejected { index: (number as usize).saturating_sub(1), failure }
             }
             other => {
-                return Err(BufferError::Reply {
-                    what: "acknowledge",
-                    detail: other.to_owned(),
-                });
+                return Err(BufferError::Reply { what: "acknowledge", detail: other.to_owned() });
             }
         })
     }
@@ -344,9 +314,7 @@ impl Buffer {
             invocation.arg(*table).arg(*version);
         }
         let mut connection = self.connection.clone();
-        let reply: Value = self
-            .timed("snapshot", invocation.invoke_async(&mut connection))
-            .await?;
+        let reply: Value = self.timed("snapshot", invocation.invoke_async(&mut connection)).await?;
         let mut items = array(reply, "snapshot")?.into_iter();
         let generation = string(items.next().as_ref(), "snapshot")?;
         let mut out = Vec::with_capacity(tables.len());
@@ -363,30 +331,17 @@ impl Buffer {
                 "same" => SnapshotContent::Unchanged,
                 "full" => SnapshotContent::Full(pairs(flat)),
                 _ => SnapshotContent::Delta(
-                    pairs(flat)
-                        .into_iter()
-                        .map(|(f, v)| (f, (!v.is_empty()).then_some(v)))
-                        .collect(),
+                    pairs(flat).into_iter().map(|(f, v)| (f, (!v.is_empty()).then_some(v))).collect(),
                 ),
             };
-            out.push(TableSnapshot {
-                version,
-                epoch,
-                content,
-            });
+            out.push(TableSnapshot { version, epoch, content });
         }
-        Ok(Snapshot {
-            generation,
-            tables: out,
-        })
+        Ok(Snapshot { generation, tables: out })
     }
 
     /// The current drain epochs of `tables`.
     pub async fn epochs(&self, tables: &[&str]) -> Result<Vec<i64>, BufferError> {
-        let keys: Vec<String> = tables
-            .iter()
-            .map(|t| self.key(&format!("epoch:{t}")))
-            .collect();
+        let keys: Vec<String> = tables.iter().map(|t| self.key(&format!("epoch:{t}"))).collect();
         let mut connection = self.connection.clone();
         let values: Vec<Option<i64>> = if keys.len() == 1 {
             vec![self.timed("epochs", connection.get(&keys[0])).await?]
@@ -398,22 +353,11 @@ impl Buffer {
 
     /// Selects up to `limit` transactions to apply, blocking those that
     /// touch held records, and bumps the drain epochs of their tables.
-    pub async fn select_batch(
-        &self,
-        lease: &Lease,
-        limit: usize,
-        now_ms: i64,
-    ) -> Result<Selection, BufferError> {
+    pub async fn select_batch(&self, lease: &Lease, limit: usize, now_ms: i64) -> Result<Selection, BufferError> {
         let mut invocation = scripts::SELECT_BATCH.prepare_invoke();
-        invocation
-            .arg(&self.prefix)
-            .arg(&lease.0)
-            .arg(limit)
-            .arg(now_ms);
+        invocation.arg(&self.prefix).arg(&lease.0).arg(limit).arg(now_ms);
         let mut connection = self.connection.clone();
-        let reply: Value = self
-            .timed("select_batch", invocation.invoke_async(&mut connection))
-            .await?;
+        let reply: Value = self.timed("select_batch", invocation.invoke_async(&mut connection)).await?;
         let mut items = array(reply, "select_batch")?.into_iter();
         let status = string(items.next().as_ref(), "select_batch")?;
         if status == "lease_lost" {
@@ -422,22 +366,12 @@ impl Buffer {
         let mut transactions = Vec::new();
         for entry in array(items.next().unwrap_or(Value::Nil), "select_batch")? {
             let mut parts = array(entry, "select_batch")?.into_iter();
-            let id = uuid(
-                &string(parts.next().as_ref(), "select_batch")?,
-                "select_batch",
-            )?;
+            let id = uuid(&string(parts.next().as_ref(), "select_batch")?, "select_batch")?;
             let sequence = int(parts.next().as_ref(), "select_batch")? as u64;
             let flat = strings(parts.next().unwrap_or(Value::Nil), "select_batch")?;
-            let entries = flat
-                .chunks(3)
-                .filter(|c| c.len() == 3)
-                .map(|c| (c[0].clone(), c[1].clone(), c[2].clone()))
-                .collect();
-            transactions.push(SelectedTransaction {
-                id,
-                sequence,
-                entries,
-            });
+            let entries =
+                flat.chunks(3).filter(|c| c.len() == 3).map(|c| (c[0].clone(), c[1].clone(), c[2].clone())).collect();
+            transactions.push(SelectedTransaction { id, sequence, entries });
         }
         let mut blocked = Vec::new();
         for entry in array(items.next().unwrap_or(Value::Nil), "select_batch")? {
@@ -446,10 +380,7 @@ impl Buffer {
                 blocked.push((uuid(id, "select_batch")?, by.clone()));
             }
         }
-        Ok(Selection::Batch {
-            transactions,
-            blocked,
-        })
+        Ok(Selection::Batch { transactions, blocked })
     }
 
     /// Marks transactions applied at `commit_lsn`. Returns false when the
@@ -462,18 +393,12 @@ impl Buffer {
         now_ms: i64,
     ) -> Result<bool, BufferError> {
         let mut invocation = scripts::MARK_APPLIED.prepare_invoke();
-        invocation
-            .arg(&self.prefix)
-            .arg(&lease.0)
-            .arg(commit_lsn.to_sortable())
-            .arg(now_ms);
+        invocation.arg(&self.prefix).arg(&lease.0).arg(commit_lsn.to_sortable()).arg(now_ms);
         for id in ids {
             invocation.arg(id.to_string());
         }
         let mut connection = self.connection.clone();
-        let reply: Value = self
-            .timed("mark_applied", invocation.invoke_async(&mut connection))
-            .await?;
+        let reply: Value = self.timed("mark_applied", invocation.invoke_async(&mut connection)).await?;
         Ok(string(array(reply, "mark_applied")?.first(), "mark_applied")? == "ok")
     }
 
@@ -488,17 +413,9 @@ impl Buffer {
         now_ms: i64,
     ) -> Result<bool, BufferError> {
         let mut invocation = scripts::DEAD_LETTER.prepare_invoke();
-        invocation
-            .arg(&self.prefix)
-            .arg(&lease.0)
-            .arg(id.to_string())
-            .arg(error)
-            .arg(sqlstate)
-            .arg(now_ms);
+        invocation.arg(&self.prefix).arg(&lease.0).arg(id.to_string()).arg(error).arg(sqlstate).arg(now_ms);
         let mut connection = self.connection.clone();
-        let reply: Value = self
-            .timed("dead_letter", invocation.invoke_async(&mut connection))
-            .await?;
+        let reply: Value = self.timed("dead_letter", invocation.invoke_async(&mut connection)).await?;
         let status = string(array(reply, "dead_letter")?.first(), "dead_letter")?;
         Ok(status != "lease_lost")
     }
@@ -512,18 +429,12 @@ impl Buffer {
             pipe.hset(&key, "last_error", error).ignore();
         }
         let mut connection = self.connection.clone();
-        self.timed("record_attempt", pipe.query_async::<()>(&mut connection))
-            .await
+        self.timed("record_attempt", pipe.query_async::<()>(&mut connection)).await
     }
 
     /// Evicts up to `limit` transactions replicated at or below
     /// `replay_lsn` and returns their ids.
-    pub async fn evict(
-        &self,
-        replay_lsn: Lsn,
-        limit: usize,
-        now_ms: i64,
-    ) -> Result<Vec<Uuid>, BufferError> {
+    pub async fn evict(&self, replay_lsn: Lsn, limit: usize, now_ms: i64) -> Result<Vec<Uuid>, BufferError> {
         let mut invocation = scripts::EVICT.prepare_invoke();
         invocation
             .arg(&self.prefix)
@@ -532,24 +443,15 @@ impl Buffer {
             .arg(now_ms)
             .arg(self.retention.as_secs().max(1));
         let mut connection = self.connection.clone();
-        let reply: Value = self
-            .timed("evict", invocation.invoke_async(&mut connection))
-            .await?;
-        strings(reply, "evict")?
-            .iter()
-            .map(|s| uuid(s, "evict"))
-            .collect()
+        let reply: Value = self.timed("evict", invocation.invoke_async(&mut connection)).await?;
+        strings(reply, "evict")?.iter().map(|s| uuid(s, "evict")).collect()
     }
 
     /// The stored state of one transaction, or `None` if unknown or expired.
     pub async fn transaction(&self, id: Uuid) -> Result<Option<TransactionRecord>, BufferError> {
         let mut connection = self.connection.clone();
-        let fields: HashMap<String, String> = self
-            .timed(
-                "transaction",
-                connection.hgetall(self.key(&format!("tx:{id}"))),
-            )
-            .await?;
+        let fields: HashMap<String, String> =
+            self.timed("transaction", connection.hgetall(self.key(&format!("tx:{id}")))).await?;
         if fields.is_empty() {
             return Ok(None);
         }
@@ -557,17 +459,13 @@ impl Buffer {
     }
 
     /// The states of several transactions, in the order asked.
-    pub async fn transaction_states(
-        &self,
-        ids: &[Uuid],
-    ) -> Result<Vec<Option<String>>, BufferError> {
+    pub async fn transaction_states(&self, ids: &[Uuid]) -> Result<Vec<Option<String>>, BufferError> {
         let mut pipe = redis::pipe();
         for id in ids {
             pipe.hget(self.key(&format!("tx:{id}")), "state");
         }
         let mut connection = self.connection.clone();
-        self.timed("transaction_states", pipe.query_async(&mut connection))
-            .await
+        self.timed("transaction_states", pipe.query_async(&mut connection)).await
     }
 
     /// Dead-lettered transactions, oldest first.
@@ -582,16 +480,12 @@ impl Buffer {
 
     async fn members_of(&self, set: &str) -> Result<Vec<TransactionRecord>, BufferError> {
         let mut connection = self.connection.clone();
-        let ids: Vec<String> = self
-            .timed("list", connection.zrange(self.key(set), 0, -1))
-            .await?;
+        let ids: Vec<String> = self.timed("list", connection.zrange(self.key(set), 0, -1)).await?;
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hgetall(self.key(&format!("tx:{id}")));
         }
-        let all: Vec<HashMap<String, String>> = self
-            .timed("list", pipe.query_async(&mut connection))
-            .await?;
+        let all: Vec<HashMap<String, String>> = self.timed("list", pipe.query_async(&mut connection)).await?;
         let mut out = Vec::new();
         for (id, fields) in ids.iter().zip(all) {
             if let Ok(id) = Uuid::parse_str(id) {
@@ -607,9 +501,7 @@ impl Buffer {
         let mut invocation = scripts::RETRY_DEAD.prepare_invoke();
         invocation.arg(&self.prefix).arg(id.to_string()).arg(now_ms);
         let mut connection = self.connection.clone();
-        let reply: Value = self
-            .timed("retry_dead", invocation.invoke_async(&mut connection))
-            .await?;
+        let reply: Value = self.timed("retry_dead", invocation.invoke_async(&mut connection)).await?;
         let items = array(reply, "retry_dead")?;
         if string(items.first(), "retry_dead")? != "ok" {
             return Ok(None);
@@ -621,15 +513,9 @@ impl Buffer {
     /// blocked transactions released, or `None` if it is not dead-lettered.
     pub async fn discard_dead(&self, id: Uuid, now_ms: i64) -> Result<Option<u64>, BufferError> {
         let mut invocation = scripts::DISCARD_DEAD.prepare_invoke();
-        invocation
-            .arg(&self.prefix)
-            .arg(id.to_string())
-            .arg(now_ms)
-            .arg(self.retention.as_secs().max(1));
+        invocation.arg(&self.prefix).arg(id.to_string()).arg(now_ms).arg(self.retention.as_secs().max(1));
         let mut connection = self.connection.clone();
-        let reply: Value = self
-            .timed("discard_dead", invocation.invoke_async(&mut connection))
-            .await?;
+        let reply: Value = self.timed("discard_dead", invocation.invoke_async(&mut connection)).await?;
         let items = array(reply, "discard_dead")?;
         if string(items.first(), "discard_dead")? != "ok" {
             return Ok(None);
@@ -649,9 +535,8 @@ impl Buffer {
             .zrange(self.key("applied"), -1, -1);
         let mut connection = self.connection.clone();
         type Reply = (u64, u64, u64, u64, Vec<String>, Vec<String>, Vec<String>);
-        let (queued, blocked, applied, dead, oldest_queued, lowest, highest): Reply = self
-            .timed("stats", pipe.query_async(&mut connection))
-            .await?;
+        let (queued, blocked, applied, dead, oldest_queued, lowest, highest): Reply =
+            self.timed("stats", pipe.query_async(&mut connection)).await?;
 
         let mut times = redis::pipe();
         let oldest_queued_id = oldest_queued.first().cloned();
@@ -663,27 +548,13 @@ impl Buffer {
             times.hget(self.key(&format!("tx:{id}")), "applied_ms");
         }
         let mut ms: Vec<Option<i64>> = if oldest_queued_id.is_some() || lowest_id.is_some() {
-            self.timed("stats", times.query_async(&mut connection))
-                .await?
+            self.timed("stats", times.query_async(&mut connection)).await?
         } else {
             Vec::new()
         };
-        let oldest_waiting_replication_ms = if lowest_id.is_some() {
-            ms.pop().flatten()
-        } else {
-            None
-        };
-        let oldest_queued_ms = if oldest_queued_id.is_some() {
-            ms.pop().flatten()
-        } else {
-            None
-        };
-        let lsn_of = |members: &[String]| {
-            members
-                .first()
-                .and_then(|m| m.get(..16))
-                .and_then(Lsn::from_sortable)
-        };
+        let oldest_waiting_replication_ms = if lowest_id.is_some() { ms.pop().flatten() } else { None };
+        let oldest_queued_ms = if oldest_queued_id.is_some() { ms.pop().flatten() } else { None };
+        let lsn_of = |members: &[String]| members.first().and_then(|m| m.get(..16)).and_then(Lsn::from_sortable);
         Ok(BufferStats {
             queued,
             blocked,
@@ -699,16 +570,12 @@ impl Buffer {
     /// Tables that ever had overlays, for statistics.
     pub async fn overlay_counts(&self) -> Result<Vec<(String, u64)>, BufferError> {
         let mut connection = self.connection.clone();
-        let tables: Vec<String> = self
-            .timed("overlay_counts", connection.smembers(self.key("tables")))
-            .await?;
+        let tables: Vec<String> = self.timed("overlay_counts", connection.smembers(self.key("tables"))).await?;
         let mut pipe = redis::pipe();
         for t in &tables {
             pipe.hlen(self.key(&format!("rec:{t}")));
         }
-        let counts: Vec<u64> = self
-            .timed("overlay_counts", pipe.query_async(&mut connection))
-            .await?;
+        let counts: Vec<u64> = self.timed("overlay_counts", pipe.query_async(&mut connection)).await?;
         Ok(tables.into_iter().zip(counts).collect())
     }
 
@@ -718,34 +585,19 @@ impl Buffer {
         let read = |name: &'static str| {
             let mut connection = connection.clone();
             async move {
-                let reply: redis::RedisResult<HashMap<String, String>> = redis::cmd("CONFIG")
-                    .arg("GET")
-                    .arg(name)
-                    .query_async(&mut connection)
-                    .await;
+                let reply: redis::RedisResult<HashMap<String, String>> =
+                    redis::cmd("CONFIG").arg("GET").arg(name).query_async(&mut connection).await;
                 reply.map(|m| m.get(name).cloned())
             }
         };
-        let appendonly = self
-            .timed("CONFIG GET appendonly", read("appendonly"))
-            .await;
-        let appendfsync = self
-            .timed("CONFIG GET appendfsync", read("appendfsync"))
-            .await;
+        let appendonly = self.timed("CONFIG GET appendonly", read("appendonly")).await;
+        let appendfsync = self.timed("CONFIG GET appendfsync", read("appendfsync")).await;
         let _ = &mut connection;
         match (appendonly, appendfsync) {
-            (Ok(a), Ok(f)) => Ok(Persistence {
-                appendonly: a.map(|v| v == "yes"),
-                appendfsync: f,
-            }),
+            (Ok(a), Ok(f)) => Ok(Persistence { appendonly: a.map(|v| v == "yes"), appendfsync: f }),
             // Managed Redis services often forbid CONFIG; report unknown.
-            (Err(BufferError::Redis(e)), _) | (_, Err(BufferError::Redis(e)))
-                if e.kind() != redis::ErrorKind::Io =>
-            {
-                Ok(Persistence {
-                    appendonly: None,
-                    appendfsync: None,
-                })
+            (Err(BufferError::Redis(e)), _) | (_, Err(BufferError::Redis(e))) if e.kind() != redis::ErrorKind::Io => {
+                Ok(Persistence { appendonly: None, appendfsync: None })
             }
             (Err(e), _) | (_, Err(e)) => Err(e),
         }
@@ -754,19 +606,13 @@ impl Buffer {
     /// Round-trips a PING.
     pub async fn ping(&self) -> Result<(), BufferError> {
         let mut connection = self.connection.clone();
-        let _: String = self
-            .timed("PING", redis::cmd("PING").query_async(&mut connection))
-            .await?;
+        let _: String = self.timed("PING", redis::cmd("PING").query_async(&mut connection)).await?;
         Ok(())
     }
 
     /// Takes the drainer lease for `holder`, or renews it if `holder` has
     /// it. Returns `None` when another holder has it.
-    pub async fn acquire_lease(
-        &self,
-        holder: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>, BufferError> {
+    pub async fn acquire_lease(&self, holder: &str, ttl: Duration) -> Result<Option<Lease>, BufferError> {
         let value: String = self.lease_call("acquire", holder, ttl).await?;
         Ok((!value.is_empty()).then_some(Lease(value)))
     }
@@ -786,9 +632,7 @@ impl Buffer {
     /// The current lease, if any.
     pub async fn current_lease(&self) -> Result<Option<Lease>, BufferError> {
         let mut connection = self.connection.clone();
-        let value: Option<String> = self
-            .timed("GET drainer", connection.get(self.key("drainer")))
-            .await?;
+        let value: Option<String> = self.timed("GET drainer", connection.get(self.key("drainer"))).await?;
         Ok(value.map(Lease))
     }
 
@@ -799,44 +643,27 @@ impl Buffer {
         ttl: Duration,
     ) -> Result<T, BufferError> {
         let mut invocation = scripts::LEASE.prepare_invoke();
-        invocation
-            .arg(&self.prefix)
-            .arg(action)
-            .arg(arg)
-            .arg(ttl.as_millis() as u64);
+        invocation.arg(&self.prefix).arg(action).arg(arg).arg(ttl.as_millis() as u64);
         let mut connection = self.connection.clone();
-        self.timed("lease", invocation.invoke_async(&mut connection))
-            .await
+        self.timed("lease", invocation.invoke_async(&mut connection)).await
     }
 }
 
 fn parse_transaction(id: Uuid, fields: &HashMap<String, String>) -> TransactionRecord {
     let number = |name: &str| fields.get(name).and_then(|v| v.parse::<i64>().ok());
-    let entries: Vec<(String, String)> = fields
-        .get("entries")
-        .and_then(|e| serde_json::from_str::<Vec<(String, String)>>(e).ok())
-        .unwrap_or_default();
+    let entries: Vec<(String, String)> =
+        fields.get("entries").and_then(|e| serde_json::from_str::<Vec<(String, String)>>(e).ok()).unwrap_or_default();
     TransactionRecord {
         id,
         sequence: number("seq").unwrap_or_default() as u64,
-        state: fields
-            .get("state")
-            .cloned()
-            .unwrap_or_else(|| "unknown".into()),
+        state: fields.get("state").cloned().unwrap_or_else(|| "unknown".into()),
         attempts: number("attempts").unwrap_or_default() as u64,
-        error: fields
-            .get("error")
-            .or_else(|| fields.get("last_error"))
-            .cloned(),
+        error: fields.get("error").or_else(|| fields.get("last_error")).cloned(),
         sqlstate: fields.get("sqlstate").filter(|s| !s.is_empty()).cloned(),
         commit_lsn: fields.get("commit_lsn").and_then(|l| Lsn::from_sortable(l)),
         blocked_by: fields
             .get("blocked_by")
-            .map(|b| {
-                b.split_whitespace()
-                    .filter_map(|s| Uuid::parse_str(s).ok())
-                    .collect()
-            })
+            .map(|b| b.split_whitespace().filter_map(|s| Uuid::parse_str(s).ok()).collect())
             .unwrap_or_default(),
         created_ms: number("created_ms"),
         applied_ms: number("applied_ms"),
@@ -850,10 +677,7 @@ fn array(value: Value, what: &'static str) -> Result<Vec<Value>, BufferError> {
     match value {
         Value::Array(items) | Value::Set(items) => Ok(items),
         Value::Nil => Ok(Vec::new()),
-        other => Err(BufferError::Reply {
-            what,
-            detail: format!("expected an array, got {other:?}"),
-        }),
+        other => Err(BufferError::Reply { what, detail: format!("expected an array, got {other:?}") }),
     }
 }
 
@@ -864,37 +688,23 @@ fn string(value: Option<&Value>, what: &'static str) -> Result<String, BufferErr
         Some(Value::Okay) => Ok("OK".into()),
         Some(Value::Int(i)) => Ok(i.to_string()),
         Some(Value::Nil) | None => Ok(String::new()),
-        Some(other) => Err(BufferError::Reply {
-            what,
-            detail: format!("expected a string, got {other:?}"),
-        }),
+        Some(other) => Err(BufferError::Reply { what, detail: format!("expected a string, got {other:?}") }),
     }
 }
 
 fn int(value: Option<&Value>, what: &'static str) -> Result<i64, BufferError> {
     match value {
         Some(Value::Int(i)) => Ok(*i),
-        Some(Value::BulkString(bytes)) => {
-            String::from_utf8_lossy(bytes)
-                .parse()
-                .map_err(|_| BufferError::Reply {
-                    what,
-                    detail: "expected an integer".into(),
-                })
-        }
+        Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes)
+            .parse()
+            .map_err(|_| BufferError::Reply { what, detail: "expected an integer".into() }),
         Some(Value::Nil) | None => Ok(0),
-        Some(other) => Err(BufferError::Reply {
-            what,
-            detail: format!("expected an integer, got {other:?}"),
-        }),
+        Some(other) => Err(BufferError::Reply { what, detail: format!("expected an integer, got {other:?}") }),
     }
 }
 
 fn strings(value: Value, what: &'static str) -> Result<Vec<String>, BufferError> {
-    array(value, what)?
-        .iter()
-        .map(|v| string(Some(v), what))
-        .collect()
+    array(value, what)?.iter().map(|v| string(Some(v), what)).collect()
 }
 
 fn pairs(flat: Vec<String>) -> Vec<(String, String)> {
@@ -907,8 +717,5 @@ fn pairs(flat: Vec<String>) -> Vec<(String, String)> {
 }
 
 fn uuid(text: &str, what: &'static str) -> Result<Uuid, BufferError> {
-    Uuid::parse_str(text).map_err(|_| BufferError::Reply {
-        what,
-        detail: format!("invalid transaction id {text:?}"),
-    })
+    Uuid::parse_str(text).map_err(|_| BufferError::Reply { what, detail: format!("invalid transaction id {text:?}") })
 }
