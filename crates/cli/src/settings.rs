@@ -84,8 +84,8 @@ pub struct ServiceSettings {
     #[arg(long, env = "DRAIN_BATCH_SIZE", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     pub drain_batch_size: u64,
 
-    /// Longest one batch may take on main before it is retried.
-    #[arg(long, env = "DRAIN_BATCH_TIMEOUT", default_value = "30s", value_parser = duration)]
+    /// Longest one batch may take on main before it is retried; must be below two thirds of DRAINER_LEASE_TTL.
+    #[arg(long, env = "DRAIN_BATCH_TIMEOUT", default_value = "15s", value_parser = duration)]
     pub drain_batch_timeout: Duration,
 
     /// First delay before retrying a batch after a connection error or timeout.
@@ -97,7 +97,7 @@ pub struct ServiceSettings {
     pub drain_retry_max: Duration,
 
     /// Lifetime of the drainer lease in Redis; the holder renews it at a third of this.
-    #[arg(long, env = "DRAINER_LEASE_TTL", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "DRAINER_LEASE_TTL", default_value = "30s", value_parser = duration)]
     pub drainer_lease_ttl: Duration,
 
     /// Most queued plus blocked transactions before writes get 503 (0: no limit).

@@ -50,7 +50,9 @@ pub struct DrainSettings {
     /// Most transactions applied in one database transaction and round trip.
     pub batch_size: usize,
     /// Longest one batch may take on main before the connection is dropped
-    /// and the batch retried.
+    /// and the batch retried. It must stay below two thirds of `lease_ttl`,
+    /// so a drainer that starts a batch with a fresh lease finishes it
+    /// before the lease can pass to another process.
     pub batch_timeout: Duration,
     /// First and longest delay between retries after a transient failure.
     pub retry_initial: Duration,
@@ -65,10 +67,10 @@ impl Default for DrainSettings {
     fn default() -> Self {
         DrainSettings {
             batch_size: 200,
-            batch_timeout: Duration::from_secs(30),
+            batch_timeout: Duration::from_secs(15),
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
-            lease_ttl: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(30),
             idle_poll: Duration::from_millis(100),
         }
     }
@@ -99,6 +101,25 @@ pub struct SiteConfig {
     pub allow_unsafe_redis: bool,
     /// How long start-up waits for Redis and local to answer.
     pub startup_timeout: Duration,
+}
+
+impl DrainSettings {
+    /// Checks the relations between the settings.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch_size == 0 {
+            return Err("DRAIN_BATCH_SIZE must be at least 1".into());
+        }
+        if self.batch_timeout * 3 >= self.lease_ttl * 2 {
+            return Err(format!(
+                "DRAIN_BATCH_TIMEOUT ({:?}) must be shorter than two thirds of DRAINER_LEASE_TTL ({:?}), so a batch ends before the lease can move to another process; raise DRAINER_LEASE_TTL or lower DRAIN_BATCH_TIMEOUT",
+                self.batch_timeout, self.lease_ttl
+            ));
+        }
+        if self.retry_initial.is_zero() {
+            return Err("DRAIN_RETRY_INITIAL must be above zero".into());
+        }
+        Ok(())
+    }
 }
 
 /// Checks a site name: it becomes part of every Redis key.

@@ -290,6 +290,7 @@ impl Drainer {
                     let mut status = self.engine.drain_status.lock().expect("drain status lock");
                     status.last_commit_lsn = Some(commit_lsn);
                     status.applied_total += ids.len() as u64;
+                    status.batches_total += 1;
                     status.last_error = None;
                 }
                 self.engine.applied.notify_one();

@@ -28,6 +28,9 @@ pub struct DrainStatus {
     pub last_commit_lsn: Option<Lsn>,
     pub last_error: Option<String>,
     pub applied_total: u64,
+    /// Batches committed on main; with `applied_total` it gives the mean
+    /// batch size.
+    pub batches_total: u64,
     pub dead_lettered_total: u64,
 }
 
@@ -73,6 +76,7 @@ impl Engine {
     /// schema registry from local, waiting up to `startup_timeout` for
     /// each service to answer.
     pub async fn start(config: SiteConfig) -> Result<Arc<Engine>, EngineError> {
+        config.drain.validate().map_err(|message| EngineError::unavailable("invalid_configuration", message, 0))?;
         let local = Reader::new(pool(&config.local)?, "local", config.local.statement_timeout + Duration::from_secs(1));
         let main = Reader::new(pool(&config.main)?, "main", config.main.connect_timeout + Duration::from_secs(1));
         let buffer = Buffer::new(&config.redis)?;

@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         // Operations.
         .route("/health", get(ops::health))
         .route("/buffer/dead", get(ops::dead_letters))
+        .route("/buffer/blocked", get(ops::blocked))
         .route("/buffer/dead/{id}/retry", post(ops::retry_dead_letter))
         .route("/buffer/dead/{id}", axum::routing::delete(ops::discard_dead_letter))
         .route("/schema", get(ops::schema))

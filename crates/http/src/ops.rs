@@ -66,14 +66,18 @@ pub async fn transaction(State(engine): State<AppState>, Path(id): Path<String>)
     Ok(Json(transaction_json(&record)))
 }
 
-/// `GET /buffer/dead`: dead letters and the transactions they block.
+/// `GET /buffer/dead`: dead-lettered transactions with main's error, oldest
+/// first.
 pub async fn dead_letters(State(engine): State<AppState>) -> Result<Json<JsonValue>, ApiError> {
     let dead = engine.dead_letters().await?;
+    Ok(Json(JsonValue::Array(dead.iter().map(transaction_json).collect())))
+}
+
+/// `GET /buffer/blocked`: transactions held back because they touch a
+/// record of a dead letter, oldest first.
+pub async fn blocked(State(engine): State<AppState>) -> Result<Json<JsonValue>, ApiError> {
     let blocked = engine.blocked_transactions().await?;
-    Ok(Json(json!({
-        "dead": dead.iter().map(transaction_json).collect::<Vec<_>>(),
-        "blocked": blocked.iter().map(transaction_json).collect::<Vec<_>>(),
-    })))
+    Ok(Json(JsonValue::Array(blocked.iter().map(transaction_json).collect())))
 }
 
 /// `POST /buffer/dead/{id}/retry`.

@@ -224,8 +224,8 @@ impl Default for SiteOptions {
             drain: DrainSettings {
                 retry_initial: Duration::from_millis(20),
                 retry_max: Duration::from_millis(500),
-                batch_timeout: Duration::from_secs(5),
-                lease_ttl: Duration::from_secs(3),
+                batch_timeout: Duration::from_secs(3),
+                lease_ttl: Duration::from_secs(6),
                 idle_poll: Duration::from_millis(20),
                 ..DrainSettings::default()
             },
@@ -402,6 +402,15 @@ impl TestSite {
         out
     }
 
+    /// Aborts the drainer, watcher and server without any clean-up, as a
+    /// crash would: the drainer lease stays until it expires.
+    pub fn crash(&mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+        self.server.abort();
+    }
+
     /// Stops background tasks and the server.
     pub async fn stop(self) {
         self.engine.shut_down();
@@ -437,6 +446,20 @@ fn init_logging() {
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
     });
+}
+
+/// The `opsbuffer` binary next to the test executable, built by
+/// `cargo build --workspace` (scripts/test.sh does so first).
+pub fn opsbuffer_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target profile directory");
+    let binary = dir.join("opsbuffer");
+    assert!(
+        binary.exists(),
+        "{} is missing; run cargo build --workspace first (scripts/test.sh does)",
+        binary.display()
+    );
+    binary
 }
 
 /// Polls `check` until it returns `Some`, failing the test after `WAIT`.
