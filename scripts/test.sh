@@ -11,7 +11,12 @@ if ! bash scripts/services.sh status >/dev/null 2>&1; then
 fi
 eval "$(bash scripts/services.sh env | sed 's/^/export /')"
 
+features=()
+if [ "${OPSBUFFER_HEAVY_TESTS:-0}" = "1" ]; then
+    features=(--features opsbuffer-tests/heavy)
+fi
+
 echo "test: building" >&2
-cargo build --workspace --all-targets
+cargo build --workspace --all-targets "${features[@]}"
 echo "test: running the test suite (heavy scenarios: ${OPSBUFFER_HEAVY_TESTS:-0})" >&2
-cargo test --workspace -- --test-threads="${OPSBUFFER_TEST_THREADS:-4}"
+cargo test --workspace "${features[@]}" -- --test-threads="${OPSBUFFER_TEST_THREADS:-4}"
