@@ -51,7 +51,8 @@ async fn sigkill_during_drain_loses_and_doubles_nothing() {
         tokio::spawn(async move {
             let mut polls = 0;
             while !stop.load(Ordering::SeqCst) {
-                let records = writer.records(&format!("/records/executed_obs_unit?obs_unit_id=eq.{obs_unit}&limit=10000")).await;
+                let records =
+                    writer.records(&format!("/records/executed_obs_unit?obs_unit_id=eq.{obs_unit}&limit=10000")).await;
                 let mut seen: HashMap<String, usize> = HashMap::new();
                 for r in &records {
                     *seen.entry(r["id"].as_str().unwrap().to_owned()).or_default() += 1;
@@ -66,7 +67,8 @@ async fn sigkill_during_drain_loses_and_doubles_nothing() {
     };
 
     // Slow the link a little so the drain lasts through the kills.
-    let proxy = opsbuffer_proxy::FaultProxy::start(format!("127.0.0.1:{}", main_port()).parse().unwrap()).await.unwrap();
+    let proxy =
+        opsbuffer_proxy::FaultProxy::start(format!("127.0.0.1:{}", main_port()).parse().unwrap()).await.unwrap();
     proxy.set_latency(Duration::from_millis(3));
     let main_url = replace_host_port(&opsbuffer_tests::main_url(), proxy.address());
 
