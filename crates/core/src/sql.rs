@@ -5,6 +5,13 @@
 //! parser ([`crate::types::ColumnType::parse_text`]) interprets both sides.
 //! Text comparisons and ordering use `COLLATE "C"` to match the byte-wise
 //! comparison the merge applies in Rust.
+//!
+//! Column references are qualified with the table alias `t`. A bare name in
+//! ORDER BY would otherwise mean the output column of the same name, which
+//! is the column's text form, and numbers would sort as strings.
+
+/// The alias of the queried table in every statement.
+const ALIAS: &str = "t";
 
 use crate::query::{Condition, Cursor, Operator, OrderTerm, Query};
 use crate::row::base_sql_type;
@@ -45,7 +52,7 @@ impl<'t> Builder<'t> {
     /// The column as an expression that compares like the Rust merge does.
     fn column(&self, position: usize) -> String {
         let column = &self.table.columns[position];
-        let name = quote_ident(&column.name);
+        let name = format!("{ALIAS}.{}", quote_ident(&column.name));
         match &column.ty {
             ColumnType::Text | ColumnType::Varchar { .. } => format!("{name} COLLATE \"C\""),
             ColumnType::Json => format!("{name}::jsonb"),
@@ -141,7 +148,7 @@ impl<'t> Builder<'t> {
 
 /// The select list: every column as text, in column order.
 pub fn select_list(table: &Table) -> String {
-    table.columns.iter().map(|c| format!("{}::text", quote_ident(&c.name))).collect::<Vec<_>>().join(", ")
+    table.columns.iter().map(|c| format!("{ALIAS}.{}::text", quote_ident(&c.name))).collect::<Vec<_>>().join(", ")
 }
 
 /// Rows of `query` on local, excluding `exclude_keys` (records with
@@ -157,7 +164,7 @@ pub fn select_page(table: &Table, query: &Query, exclude_keys: &[String]) -> Sta
         let ty = &table.columns[pk].ty;
         b.params.push(SqlParam::TextArray(exclude_keys.to_vec()));
         clauses.push(format!(
-            "NOT ({} = ANY(${}::text[]::{}[]))",
+            "NOT ({ALIAS}.{} = ANY(${}::text[]::{}[]))",
             quote_ident(&table.columns[pk].name),
             b.params.len(),
             base_sql_type(ty)
@@ -167,7 +174,7 @@ pub fn select_page(table: &Table, query: &Query, exclude_keys: &[String]) -> Sta
     let order_by =
         if query.order.is_empty() { String::new() } else { format!(" ORDER BY {}", b.order_by(&query.order)) };
     let text = format!(
-        "SELECT {} FROM {}{where_clause}{order_by} LIMIT {}",
+        "SELECT {} FROM {} AS {ALIAS}{where_clause}{order_by} LIMIT {}",
         select_list(table),
         table.qualified_name(),
         query.limit + 1
@@ -179,7 +186,7 @@ pub fn select_page(table: &Table, query: &Query, exclude_keys: &[String]) -> Sta
 pub fn select_by_keys(table: &Table, keys: &[String]) -> Option<Statement> {
     let pk = table.primary_key?;
     let text = format!(
-        "SELECT {} FROM {} WHERE {} = ANY($1::text[]::{}[])",
+        "SELECT {} FROM {} AS {ALIAS} WHERE {ALIAS}.{} = ANY($1::text[]::{}[])",
         select_list(table),
         table.qualified_name(),
         quote_ident(&table.columns[pk].name),
@@ -227,14 +234,23 @@ mod tests {
         let s = select_page(&t, &query, &["k1".to_owned()]);
         assert_eq!(
             s.text,
-            "SELECT \"id\"::text, \"name\"::text, \"size\"::text FROM \"public\".\"file\" \
-             WHERE (\"name\" COLLATE \"C\" LIKE $1::text) \
-             AND ((\"size\" < $2::text::bigint) OR (\"size\" = $3::text::bigint AND (\"id\" > $4::text::uuid OR \"id\" IS NULL))) \
-             AND NOT (\"id\" = ANY($5::text[]::uuid[])) \
-             ORDER BY \"size\" DESC NULLS FIRST, \"id\" ASC NULLS LAST LIMIT 101"
+            "SELECT t.\"id\"::text, t.\"name\"::text, t.\"size\"::text FROM \"public\".\"file\" AS t \
+             WHERE (t.\"name\" COLLATE \"C\" LIKE $1::text) \
+             AND ((t.\"size\" < $2::text::bigint) OR (t.\"size\" = $3::text::bigint AND (t.\"id\" > $4::text::uuid OR t.\"id\" IS NULL))) \
+             AND NOT (t.\"id\" = ANY($5::text[]::uuid[])) \
+             ORDER BY t.\"size\" DESC NULLS FIRST, t.\"id\" ASC NULLS LAST LIMIT 101"
         );
         assert_eq!(s.params.len(), 5);
         assert_eq!(s.params[0], SqlParam::Text(Some("a%".into())));
+    }
+
+    #[test]
+    fn order_by_names_the_column_not_its_text_form() {
+        // A bare "size" in ORDER BY would sort the text output column.
+        let t = table();
+        let query = Query::parse(&t, &[("order".to_owned(), "size.asc".to_owned())], &[]).unwrap();
+        let s = select_page(&t, &query, &[]);
+        assert!(s.text.contains("ORDER BY t.\"size\" ASC"), "{}", s.text);
     }
 
     #[test]
@@ -249,7 +265,7 @@ mod tests {
         };
         let s = select_page(&t, &query, &[]);
         assert!(
-            s.text.contains("((\"name\" COLLATE \"C\" IS NULL AND (\"id\" > $1::text::uuid OR \"id\" IS NULL)))"),
+            s.text.contains("((t.\"name\" COLLATE \"C\" IS NULL AND (t.\"id\" > $1::text::uuid OR t.\"id\" IS NULL)))"),
             "{}",
             s.text
         );

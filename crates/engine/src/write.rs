@@ -36,6 +36,29 @@ pub struct Receipt {
     pub status: &'static str,
 }
 
+/// How often a write is checked again when a record moved between the
+/// buffer and local during its checks.
+const MAX_CHECK_ATTEMPTS: usize = 3;
+
+/// A failed acknowledgement: a record the checks found is missing now (try
+/// again), or anything else.
+enum Retry {
+    Missing(WriteError),
+    Other(EngineError),
+}
+
+impl From<EngineError> for Retry {
+    fn from(error: EngineError) -> Retry {
+        Retry::Other(error)
+    }
+}
+
+impl From<opsbuffer_redis::BufferError> for Retry {
+    fn from(error: opsbuffer_redis::BufferError) -> Retry {
+        Retry::Other(error.into())
+    }
+}
+
 /// Most records of one table a delete check or unique check reads.
 const CHECK_QUERY_LIMIT: usize = 1000;
 
@@ -81,15 +104,29 @@ impl Engine {
     /// applies (main site) it.
     pub async fn submit(&self, plan: Plan) -> Result<Receipt, EngineError> {
         let transaction_id = Uuid::now_v7();
-        let checked = self.check_plan(&plan).await?;
-        if self.is_secondary() {
-            self.buffer_plan(transaction_id, &plan, checked).await
-        } else {
-            self.apply_plan(transaction_id, &plan).await
+        if !self.is_secondary() {
+            self.check_plan(&plan).await?;
+            return self.apply_plan(transaction_id, &plan).await;
+        }
+        // A record can move from the buffer to local between the checks and
+        // the acknowledge script, which then finds it in neither place as
+        // the checks saw them; checking again against fresh reads settles it.
+        let mut attempt = 1;
+        loop {
+            let checked = self.check_plan(&plan).await?;
+            match self.buffer_plan(transaction_id, &plan, checked).await {
+                Err(Retry::Missing(error)) if attempt < MAX_CHECK_ATTEMPTS => {
+                    tracing::debug!(transaction_id = %transaction_id, attempt, %error, "a record moved during the checks; checking again");
+                    attempt += 1;
+                }
+                Err(Retry::Missing(error)) => return Err(error.into()),
+                Err(Retry::Other(error)) => return Err(error),
+                Ok(receipt) => return Ok(receipt),
+            }
         }
     }
 
-    async fn buffer_plan(&self, transaction_id: Uuid, plan: &Plan, checked: Checked) -> Result<Receipt, EngineError> {
+    async fn buffer_plan(&self, transaction_id: Uuid, plan: &Plan, checked: Checked) -> Result<Receipt, Retry> {
         let mut entries = Vec::with_capacity(plan.change_count());
         let mut index = 0u32;
         for step in &plan.steps {
@@ -127,20 +164,25 @@ impl Engine {
                 self.queued.notify_one();
                 Ok(Receipt { transaction_id, ids: plan.ids(), status: "buffered" })
             }
-            Acknowledgement::Full { pending } => Err(EngineError::unavailable(
+            Acknowledgement::Full { pending } => Err(Retry::Other(EngineError::unavailable(
                 "buffer_full",
                 format!(
                     "the buffer holds {pending} pending transactions, at its limit of {}; retry when main is reachable again and the buffer drains",
                     self.config.max_pending
                 ),
                 5,
-            )),
+            ))),
             Acknowledgement::Duplicate => {
-                Err(EngineError::Internal(format!("transaction id {transaction_id} was generated twice")))
+                Err(Retry::Other(EngineError::Internal(format!("transaction id {transaction_id} was generated twice"))))
             }
             Acknowledgement::Rejected { index, failure } => {
                 let (path, what) = checked.precondition_paths.get(index).cloned().unwrap_or_default();
-                Err(precondition_error(&path, &what, failure).into())
+                let error = precondition_error(&path, &what, failure);
+                if failure == PreconditionFailure::Missing {
+                    Err(Retry::Missing(error))
+                } else {
+                    Err(Retry::Other(error.into()))
+                }
             }
         }
     }

@@ -20,8 +20,9 @@ end
 if redis.call('EXISTS', prefix .. 'tx:' .. txid) == 1 then return {'duplicate', 0} end
 
 -- "exists": the record exists in the merged view (in local or created in
--- the buffer) and no delete is pending. "absent": nothing local or pending
--- has that key.
+-- the buffer) and no delete is pending; a record whose delete reached local
+-- after the request read local counts as missing. "absent": nothing local
+-- or pending has that key.
 for i = 1, npre do
   local tbl, key, rule, in_local = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3]
   pos = pos + 4
@@ -29,6 +30,9 @@ for i = 1, npre do
   if rule == 'exists' then
     if d == 1 then return {'precondition', i, 'deleted'} end
     if in_local ~= '1' and c ~= 1 then return {'precondition', i, 'missing'} end
+    if in_local == '1' and c ~= 1 and redis.call('ZSCORE', prefix .. 'gone:' .. tbl, key) then
+      return {'precondition', i, 'missing'}
+    end
   elseif rule == 'absent' then
     if d == 1 then return {'precondition', i, 'pending_delete'} end
     if n > 0 or in_local == '1' then return {'precondition', i, 'exists'} end
@@ -47,7 +51,10 @@ while pos <= #ARGV do
   local field = string.format('%016d:%06d:%s:%s', seq, tonumber(idx), kind, key)
   redis.call('HSET', prefix .. 'overlay:' .. tbl, field, value)
   local c, d, n = rec_get(tbl, key)
-  if kind == 'c' then c = 1 end
+  if kind == 'c' then
+    c = 1
+    redis.call('ZREM', prefix .. 'gone:' .. tbl, key)
+  end
   if kind == 'd' then d = 1 end
   rec_set(tbl, key, c, d, n + 1)
   if not versions[tbl] then

@@ -68,15 +68,31 @@ local function remove_entry(tbl, field, ver)
   return removed
 end
 
+-- How long the key of a record whose delete reached local is remembered,
+-- in milliseconds. A write checked against an older read of local is then
+-- refused instead of reaching main for a record that no longer exists.
+local GONE_MS = 600000
+
+local function remember_gone(tbl, field, now)
+  local _, _, kind, key = parse_field(field)
+  if kind == 'd' then
+    local gone = prefix .. 'gone:' .. tbl
+    redis.call('ZADD', gone, now, key)
+    redis.call('ZREMRANGEBYSCORE', gone, '-inf', tonumber(now) - GONE_MS)
+  end
+end
+
 -- Removes every overlay entry of a transaction, bumping each table's
--- version once.
-local function remove_entries(entries_json)
+-- version once. With `now`, the keys of evicted deletes are remembered.
+local function remove_entries(entries_json, now)
   if not entries_json then return end
   local versions = {}
   for _, pair in ipairs(cjson.decode(entries_json)) do
     local tbl, field = pair[1], pair[2]
     if not versions[tbl] then versions[tbl] = bump_version(tbl) end
-    remove_entry(tbl, field, versions[tbl])
+    if remove_entry(tbl, field, versions[tbl]) == 1 and now then
+      remember_gone(tbl, field, now)
+    end
   end
   for tbl, _ in pairs(versions) do trim_log(tbl) end
 end
