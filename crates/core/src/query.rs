@@ -139,6 +139,15 @@ impl Condition {
                         format!("like applies to text columns; {column_name} has type {}", ty.display_name()),
                     ));
                 }
+                let trailing_backslashes = operand.chars().rev().take_while(|c| *c == '\\').count();
+                if trailing_backslashes % 2 == 1 {
+                    return Err(query_error(
+                        column_name,
+                        format!(
+                            "{column_name}: a like pattern must not end with an escaping backslash; write \\\\ for a literal backslash"
+                        ),
+                    ));
+                }
                 vec![Value::Text(operand.replace('*', "%"))]
             }
         };

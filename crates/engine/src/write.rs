@@ -221,10 +221,12 @@ impl Engine {
         let mut staged: HashMap<(String, String), Staged> = HashMap::new();
         let mut checked = Checked::default();
         let mut written: Vec<WrittenRow> = Vec::new();
-        let mut deletes: Vec<(Arc<Table>, Row, String)> = Vec::new();
 
+        // Each step sees the records as the earlier steps left them, as
+        // PostgreSQL does when it applies them in order.
         for step in &plan.steps {
             let table = &step.table;
+            let step_start = written.len();
             for change in &step.changes {
                 let id = (table.name.clone(), change.key.clone());
                 let current = match staged.get(&id) {
@@ -276,16 +278,15 @@ impl Engine {
                     }
                     Change::Delete => {
                         let row = require_existing(table, change, &current, &mut checked)?;
-                        deletes.push((table.clone(), row, change.path.clone()));
+                        self.check_children(table, &row, &change.path, &staged).await?;
                         staged.insert(id, Staged { row: None, ..current });
                     }
                 }
             }
+            self.check_unique(&written[step_start..], &staged).await?;
         }
 
-        self.check_unique(&written, &staged).await?;
         self.check_constraints(&written).await?;
-        self.check_children(&deletes, &staged).await?;
         checked.touched.sort();
         checked.touched.dedup();
         Ok(checked)
@@ -474,19 +475,21 @@ impl Engine {
         Ok(())
     }
 
-    /// Checks that no unique value of a written row is used by another
-    /// record of the merged view or of this transaction.
+    /// Checks that no unique value of a step's rows is used by another
+    /// record: one this transaction staged (as it stands after the step), or
+    /// one of the merged view that the transaction did not touch.
+    ///
+    /// NOTE: rows of one bulk step are checked together, so a bulk update
+    /// that swaps unique values between records passes here and main then
+    /// rejects it statement by statement.
     async fn check_unique(
         &self,
         rows: &[WrittenRow],
         staged: &HashMap<(String, String), Staged>,
     ) -> Result<(), EngineError> {
-        let mut seen: HashMap<(String, String, Vec<String>), String> = HashMap::new();
         let mut lookups: HashMap<(String, String), UniqueLookup> = HashMap::new();
         for WrittenRow { table, row, path, patched } in rows {
-            let Some(pk) = table.primary_key else {
-                continue;
-            };
+            let Some(pk) = table.primary_key else { continue };
             let key = row.get(pk).key_text();
             for unique in &table.unique_keys {
                 if patched.as_ref().is_some_and(|p| !unique.columns.iter().any(|c| p.contains(c))) {
@@ -498,11 +501,19 @@ impl Engine {
                 }
                 let texts: Vec<String> = values.iter().map(|v| v.key_text()).collect();
                 let field = field_path(path, &table.columns[unique.columns[0]].name);
-                if let Some(other) = seen.insert((table.name.clone(), unique.name.clone(), texts.clone()), key.clone())
-                    && other != key
-                {
-                    return Err(unique_error(table, &unique.name, &texts, &other, &field).into());
+
+                // Records this transaction staged, with their staged values.
+                let clash = staged.iter().find(|((t, other), s)| {
+                    *t == table.name
+                        && *other != key
+                        && s.row
+                            .as_ref()
+                            .is_some_and(|r| unique.columns.iter().all(|c| r.get(*c).sql_eq(row.get(*c)) == Some(true)))
+                });
+                if let Some(((_, other), _)) = clash {
+                    return Err(unique_error(table, &unique.name, &texts, other, &field).into());
                 }
+
                 if unique.columns.len() == 1 {
                     lookups
                         .entry((table.name.clone(), unique.name.clone()))
@@ -518,7 +529,7 @@ impl Engine {
                         unique.columns.iter().zip(&values).map(|(c, v)| Condition::eq(*c, (*v).clone())).collect();
                     let found = self.query_all(table, conditions, 2).await?;
                     if let Some(other) =
-                        found.page.records.iter().find(|r| r.key != key && !deleted_here(staged, table, &r.key))
+                        found.page.records.iter().find(|r| r.key != key && !is_staged(staged, table, &r.key))
                     {
                         return Err(unique_error(table, &unique.name, &texts, &other.key, &field).into());
                     }
@@ -530,7 +541,7 @@ impl Engine {
             let values: Vec<Value> = items.iter().map(|(v, _, _)| v.clone()).collect();
             let found = self.query_all(&table, vec![Condition::any_of(column, values)], CHECK_QUERY_LIMIT).await?;
             for record in &found.page.records {
-                if deleted_here(staged, &table, &record.key) {
+                if is_staged(staged, &table, &record.key) {
                     continue;
                 }
                 let value = record.row.get(column);
@@ -579,61 +590,62 @@ impl Engine {
         Ok(())
     }
 
-    /// Checks that no record of the merged view (or of this transaction)
-    /// still refers to a deleted record.
+    /// Checks that no record still refers to `row`, which a step deletes:
+    /// neither a record of the merged view the transaction did not touch,
+    /// nor one as the earlier steps staged it.
     async fn check_children(
         &self,
-        deletes: &[(Arc<Table>, Row, String)],
+        table: &Table,
+        row: &Row,
+        path: &str,
         staged: &HashMap<(String, String), Staged>,
     ) -> Result<(), EngineError> {
         let (_, registry) = self.registry();
-        for (table, row, path) in deletes {
-            for referencing in &table.referenced_by {
-                let Some(child) = registry.table(&referencing.table) else {
+        for referencing in &table.referenced_by {
+            let Some(child) = registry.table(&referencing.table) else { continue };
+            let mut conditions = Vec::new();
+            for (child_column, parent_column) in referencing.columns.iter().zip(&referencing.referenced_columns) {
+                let (Some(c), Some(p)) = (child.column_position(child_column), table.column_position(parent_column))
+                else {
                     continue;
                 };
-                let mut conditions = Vec::new();
-                for (child_column, parent_column) in referencing.columns.iter().zip(&referencing.referenced_columns) {
-                    let (Some(c), Some(p)) =
-                        (child.column_position(child_column), table.column_position(parent_column))
-                    else {
-                        continue;
-                    };
-                    conditions.push(Condition::eq(c, row.get(p).clone()));
+                conditions.push(Condition::eq(c, row.get(p).clone()));
+            }
+            // A record that refers to itself does not hold up its own delete.
+            let own_key = if child.name == table.name { row.key(table) } else { None };
+            let found = self.query_all(child, conditions.clone(), CHECK_QUERY_LIMIT).await?;
+            let mut children: Vec<String> = found
+                .page
+                .records
+                .iter()
+                .filter(|r| !is_staged(staged, child, &r.key) && Some(&r.key) != own_key.as_ref())
+                .map(|r| r.key.clone())
+                .collect();
+            for ((t, key), s) in staged {
+                if *t == child.name
+                    && Some(key) != own_key.as_ref()
+                    && let Some(r) = &s.row
+                    && conditions.iter().all(|c| c.eval(r) == Some(true))
+                    && !children.contains(key)
+                {
+                    children.push(key.clone());
                 }
-                let found = self.query_all(child, conditions.clone(), CHECK_QUERY_LIMIT).await?;
-                let mut children: Vec<String> = found
-                    .page
-                    .records
-                    .iter()
-                    .filter(|r| !deleted_here(staged, child, &r.key))
-                    .map(|r| r.key.clone())
-                    .collect();
-                for ((t, key), s) in staged {
-                    if *t == child.name
-                        && let Some(r) = &s.row
-                        && conditions.iter().all(|c| c.eval(r) == Some(true))
-                        && !children.contains(key)
-                    {
-                        children.push(key.clone());
-                    }
-                }
-                if let Some(first) = children.first() {
-                    return Err(WriteError::new(
-                        Rejection::Conflict,
-                        "referenced_by_children",
-                        Some(path.clone()),
-                        format!(
-                            "{} {} is still referenced by {} record(s) of {} (for example {first}) through {}; delete or repoint them first",
-                            table.name,
-                            row.key(table).unwrap_or_default(),
-                            children.len(),
-                            child.name,
-                            referencing.constraint
-                        ),
-                    )
-                    .into());
-                }
+            }
+            if let Some(first) = children.first() {
+                return Err(WriteError::new(
+                    Rejection::Conflict,
+                    "referenced_by_children",
+                    Some(path.to_owned()),
+                    format!(
+                        "{} {} is still referenced by {} record(s) of {} (for example {first}) through {}; delete or repoint them first",
+                        table.name,
+                        row.key(table).unwrap_or_default(),
+                        children.len(),
+                        child.name,
+                        referencing.constraint
+                    ),
+                )
+                .into());
             }
         }
         Ok(())
@@ -694,8 +706,10 @@ fn require_existing(
     Ok(row)
 }
 
-fn deleted_here(staged: &HashMap<(String, String), Staged>, table: &Table, key: &str) -> bool {
-    staged.get(&(table.name.clone(), key.to_owned())).is_some_and(|s| s.row.is_none())
+/// Whether the transaction already changed the record; its staged state
+/// then counts, not the merged view's.
+fn is_staged(staged: &HashMap<(String, String), Staged>, table: &Table, key: &str) -> bool {
+    staged.contains_key(&(table.name.clone(), key.to_owned()))
 }
 
 fn references_primary_key(fk: &ForeignKey, target: &Table) -> bool {
