@@ -237,7 +237,7 @@ async fn one_of_two_processes_drains_and_hands_over() {
     let _replay = REPLAY.read().await;
     let admin = admin().await;
     let reference = admin.reference_data().await;
-    let mut first = TestSite::start(SiteOptions::default()).await;
+    let first = TestSite::start(SiteOptions::default()).await;
     let second = TestSite::start_named(SiteOptions::default(), first.site_name.clone()).await;
 
     eventually("one drainer to take the lease", || async {
