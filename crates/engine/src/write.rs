@@ -357,17 +357,20 @@ impl Engine {
         checked: &mut Checked,
     ) -> Result<(), EngineError> {
         if staged_here {
-            let message = if current.row.is_none() {
-                format!(
-                    "{} {} is deleted earlier in this transaction and cannot be created again with the same key",
-                    table.name, change.key
+            // Creating a key again after deleting it is refused while the
+            // delete is pending, so the record's overlay never holds both.
+            let (code, message) = if current.row.is_none() {
+                (
+                    "pending_delete",
+                    format!(
+                        "{} {} is deleted earlier in this transaction; a deleted key cannot be created again until the delete has reached local, so use another key",
+                        table.name, change.key
+                    ),
                 )
             } else {
-                format!("{} {} is created twice in this transaction", table.name, change.key)
+                ("duplicate_key", format!("{} {} is created twice in this transaction", table.name, change.key))
             };
-            return Err(
-                WriteError::new(Rejection::Conflict, "duplicate_key", Some(change.path.clone()), message).into()
-            );
+            return Err(WriteError::new(Rejection::Conflict, code, Some(change.path.clone()), message).into());
         }
         if current.row.is_some() {
             return Err(WriteError::new(
