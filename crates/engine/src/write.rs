@@ -491,7 +491,14 @@ impl Engine {
         staged: &HashMap<(String, String), Staged>,
     ) -> Result<(), EngineError> {
         let mut lookups: HashMap<(String, String), UniqueLookup> = HashMap::new();
-        for WrittenRow { table, row, path, patched } in rows {
+        // Where each row of the step sits, so a clash inside the step is
+        // reported at the later of the two rows.
+        let positions: HashMap<(&str, String), (usize, &str)> = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, w)| w.row.key(&w.table).map(|k| ((w.table.name.as_str(), k), (i, w.path.as_str()))))
+            .collect();
+        for (index, WrittenRow { table, row, path, patched }) in rows.iter().enumerate() {
             let Some(pk) = table.primary_key else { continue };
             let key = row.get(pk).key_text();
             for unique in &table.unique_keys {
@@ -514,7 +521,14 @@ impl Engine {
                             .is_some_and(|r| unique.columns.iter().all(|c| r.get(*c).sql_eq(row.get(*c)) == Some(true)))
                 });
                 if let Some(((_, other), _)) = clash {
-                    return Err(unique_error(table, &unique.name, &texts, other, &field).into());
+                    let column = &table.columns[unique.columns[0]].name;
+                    return Err(match positions.get(&(table.name.as_str(), other.clone())) {
+                        Some((other_index, other_path)) if *other_index > index => {
+                            unique_error(table, &unique.name, &texts, &key, &field_path(other_path, column))
+                        }
+                        _ => unique_error(table, &unique.name, &texts, other, &field),
+                    }
+                    .into());
                 }
 
                 if unique.columns.len() == 1 {
