@@ -86,7 +86,21 @@ pub fn merge_page<'o>(
         }
     }
 
-    candidates.sort_by(|a, b| compare_rows(&query.order, &a.row, &b.row));
+    select_page(query, candidates)
+}
+
+/// Sorts matching candidates by the query's order and cuts them to its
+/// limit. The candidates must already match the query; the cursor of the
+/// next page is set when more candidates remain than the limit.
+pub fn select_page(query: &Query, mut candidates: Vec<MergedRecord>) -> Page {
+    let order = |a: &MergedRecord, b: &MergedRecord| compare_rows(&query.order, &a.row, &b.row);
+    // Only the first limit + 1 matter; select them before sorting when the
+    // candidates are many (such as thousands of buffered records).
+    if candidates.len() > query.limit + 1 {
+        candidates.select_nth_unstable_by(query.limit, order);
+        candidates.truncate(query.limit + 1);
+    }
+    candidates.sort_by(order);
     let has_more = candidates.len() > query.limit;
     candidates.truncate(query.limit);
     let next = if has_more { candidates.last().map(|r| Cursor::after_row(&query.order, &r.row)) } else { None };

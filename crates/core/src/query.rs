@@ -175,7 +175,11 @@ impl Condition {
     /// Evaluates the condition on a row with SQL's three-valued logic;
     /// `None` is "unknown", which a WHERE clause treats as false.
     pub fn eval(&self, row: &Row) -> Option<bool> {
-        let value = row.get(self.column);
+        self.eval_value(row.get(self.column))
+    }
+
+    /// Evaluates the condition on the value of its column.
+    pub fn eval_value(&self, value: &Value) -> Option<bool> {
         let result = match self.op {
             Operator::IsNull => Some(value.is_null()),
             Operator::IsTrue => Some(matches!(value, Value::Bool(true))),
@@ -201,6 +205,15 @@ impl Condition {
             },
         };
         if self.negated { result.map(|b| !b) } else { result }
+    }
+
+    /// The values a matching record must have in the column, when the
+    /// condition pins them down (`eq` or `in`, not negated).
+    pub fn pinned_values(&self) -> Option<&[Value]> {
+        match (self.op, self.negated) {
+            (Operator::Eq | Operator::In, false) => Some(&self.values),
+            _ => None,
+        }
     }
 }
 

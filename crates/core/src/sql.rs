@@ -184,15 +184,28 @@ pub fn select_page(table: &Table, query: &Query, exclude_keys: &[String]) -> Sta
 
 /// Rows whose primary key is one of `keys`.
 pub fn select_by_keys(table: &Table, keys: &[String]) -> Option<Statement> {
+    select_by_keys_where(table, keys, &[])
+}
+
+/// Rows whose primary key is one of `keys` and that match every condition.
+pub fn select_by_keys_where(table: &Table, keys: &[String], conditions: &[Condition]) -> Option<Statement> {
     let pk = table.primary_key?;
+    let mut b = Builder { table, params: Vec::new() };
+    let mut clauses: Vec<String> = conditions.iter().map(|c| b.condition(c)).collect();
+    b.params.push(SqlParam::TextArray(keys.to_vec()));
+    clauses.push(format!(
+        "{ALIAS}.{} = ANY(${}::text[]::{}[])",
+        quote_ident(&table.columns[pk].name),
+        b.params.len(),
+        base_sql_type(&table.columns[pk].ty)
+    ));
     let text = format!(
-        "SELECT {} FROM {} AS {ALIAS} WHERE {ALIAS}.{} = ANY($1::text[]::{}[])",
+        "SELECT {} FROM {} AS {ALIAS} WHERE {}",
         select_list(table),
         table.qualified_name(),
-        quote_ident(&table.columns[pk].name),
-        base_sql_type(&table.columns[pk].ty)
+        clauses.join(" AND ")
     );
-    Some(Statement { text, params: vec![SqlParam::TextArray(keys.to_vec())] })
+    Some(Statement { text, params: b.params })
 }
 
 /// Rows matching every condition, without order or limit beyond `limit`.

@@ -92,6 +92,9 @@ pub struct PlannedChange {
     pub change: Change,
     /// Where this change came from in the request, for messages.
     pub path: String,
+    /// Whether opsbuffer generated the key (a fresh UUIDv7), so no other
+    /// record can have it and nothing needs to be looked up.
+    pub generated_key: bool,
 }
 
 /// One step, checked against its table.
@@ -373,6 +376,7 @@ pub fn plan_create(
 
     let mut values = Vec::with_capacity(table.columns.len());
     let mut missing = Vec::new();
+    let mut generated_key = false;
     for (position, column) in table.columns.iter().enumerate() {
         let field = field_path(path, &column.name);
         if column.generated_always {
@@ -388,7 +392,10 @@ pub fn plan_create(
         }
         let value = match data.get(&column.name) {
             Some(json) => coerce(&column.ty, json, &field)?,
-            None if position == pk && table.key_generation == KeyGeneration::UuidV7 => Value::Uuid((ctx.new_uuid)()),
+            None if position == pk && table.key_generation == KeyGeneration::UuidV7 => {
+                generated_key = true;
+                Value::Uuid((ctx.new_uuid)())
+            }
             None => match default_value(table, position, ctx, &field)? {
                 Some(v) => v,
                 None => {
@@ -413,7 +420,13 @@ pub fn plan_create(
     }
     let row = Row(values);
     let primary_key = row.get(pk).clone();
-    Ok(PlannedChange { key: primary_key.key_text(), primary_key, change: Change::Create(row), path: path.to_owned() })
+    Ok(PlannedChange {
+        key: primary_key.key_text(),
+        primary_key,
+        change: Change::Create(row),
+        path: path.to_owned(),
+        generated_key,
+    })
 }
 
 fn default_value(
@@ -507,7 +520,13 @@ pub fn plan_update(
         }
         patch.push((position, value));
     }
-    Ok(PlannedChange { key: primary_key.key_text(), primary_key, change: Change::Patch(patch), path: path.to_owned() })
+    Ok(PlannedChange {
+        key: primary_key.key_text(),
+        primary_key,
+        change: Change::Patch(patch),
+        path: path.to_owned(),
+        generated_key: false,
+    })
 }
 
 /// Plans the delete of the record `id`.
@@ -517,7 +536,13 @@ pub fn plan_delete(table: &Arc<Table>, id: &Json, path: &str) -> Result<PlannedC
     if primary_key.is_null() {
         return Err(WriteError::invalid("invalid_value", path, "the id must not be null"));
     }
-    Ok(PlannedChange { key: primary_key.key_text(), primary_key, change: Change::Delete, path: path.to_owned() })
+    Ok(PlannedChange {
+        key: primary_key.key_text(),
+        primary_key,
+        change: Change::Delete,
+        path: path.to_owned(),
+        generated_key: false,
+    })
 }
 
 fn check_known_columns(table: &Table, data: &Map<String, Json>, path: &str) -> Result<(), WriteError> {

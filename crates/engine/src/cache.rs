@@ -1,25 +1,250 @@
 //! An in-process copy of each table's overlays, kept current by the
-//! per-table version counter in Redis.
+//! per-table version counter in Redis, with what reads need precomputed.
 //!
 //! A read asks Redis, in one script, for the table's version, its drain
 //! epoch and the entries changed since the cached version. An unchanged
 //! table costs one small round trip; a changed one transfers only the
-//! changed entries. The copy is replaced, never edited in place, so a read
-//! that holds it keeps a consistent snapshot.
+//! changed entries. The copy is a persistent map (`imbl`), so applying a
+//! change copies only the changed path and a read that holds an older copy
+//! keeps a consistent snapshot.
+//!
+//! For each record the copy keeps its merged value when the buffer holds
+//! the whole record (a create), or the last pending value of each patched
+//! column otherwise. Equality indexes over those known values, built for a
+//! column the first time a query pins it with `eq` or `in`, let a query on
+//! a table with many overlays look at only the records that can match.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use opsbuffer_core::overlay::{EntryId, OverlayEntry, TableOverlays};
+use opsbuffer_core::overlay::{Change, EntryId, OverlayEntry, RecordOverlay};
+use opsbuffer_core::row::Row;
 use opsbuffer_core::schema::Table;
+use opsbuffer_core::value::{Numeric, Value};
 use opsbuffer_redis::{Buffer, SnapshotContent};
+use uuid::Uuid;
 
 use crate::error::EngineError;
+
+/// A value in a form that hashes the way PostgreSQL compares: `1.50` and
+/// `1.5` are one key, as are `-0` and `0`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum IndexKey {
+    Bool(bool),
+    Int(i64),
+    Float(u64),
+    Numeric(String),
+    Text(String),
+    Uuid(Uuid),
+    Time(i64),
+    Date(i32),
+}
+
+/// The index key of a value; `None` for NULL and for JSON, which is not
+/// indexed.
+pub fn index_key(value: &Value) -> Option<IndexKey> {
+    Some(match value {
+        Value::Null | Value::Json(_) => return None,
+        Value::Bool(b) => IndexKey::Bool(*b),
+        Value::Int(i) => IndexKey::Int(*i),
+        Value::Real(f) => IndexKey::Float(float_bits(f64::from(*f))),
+        Value::Double(f) => IndexKey::Float(float_bits(*f)),
+        Value::Numeric(Numeric::Finite(d)) => IndexKey::Numeric(d.normalized().to_string()),
+        Value::Numeric(other) => IndexKey::Numeric(other.to_string()),
+        Value::Text(s) => IndexKey::Text(s.clone()),
+        Value::Uuid(u) => IndexKey::Uuid(*u),
+        Value::Timestamptz(m) | Value::Timestamp(m) => IndexKey::Time(*m),
+        Value::Date(d) => IndexKey::Date(*d),
+    })
+}
+
+fn float_bits(f: f64) -> u64 {
+    if f.is_nan() {
+        f64::NAN.to_bits()
+    } else if f == 0.0 {
+        0.0f64.to_bits()
+    } else {
+        f.to_bits()
+    }
+}
+
+/// What the buffer knows about one record.
+#[derive(Debug, Clone)]
+pub struct RecordState {
+    pub overlay: RecordOverlay,
+    /// Whether the buffer holds the whole record (a create is pending).
+    pub created: bool,
+    /// Whether the record ends deleted.
+    pub deleted: bool,
+    /// The merged value of a created record that is not deleted.
+    pub merged: Option<Row>,
+    /// For a record without a create: the last pending value of each
+    /// patched column, sorted by column.
+    pub patched: Vec<(usize, Value)>,
+}
+
+impl RecordState {
+    fn new(overlay: RecordOverlay) -> RecordState {
+        let created = overlay.has_create();
+        let merged = if created { overlay.apply(None) } else { None };
+        let deleted = if created { merged.is_none() } else { overlay.ends_deleted() };
+        let mut patched: Vec<(usize, Value)> = Vec::new();
+        if !created {
+            for entry in overlay.entries() {
+                if let Change::Patch(patch) = &entry.change {
+                    for (column, value) in patch {
+                        match patched.binary_search_by_key(column, |(c, _)| *c) {
+                            Ok(i) => patched[i].1 = value.clone(),
+                            Err(i) => patched.insert(i, (*column, value.clone())),
+                        }
+                    }
+                }
+            }
+        }
+        RecordState { overlay, created, deleted, merged, patched }
+    }
+
+    /// The column's value as the buffer alone determines it: from the
+    /// merged row of a created record, or from a pending patch.
+    pub fn known_value(&self, column: usize) -> Option<&Value> {
+        match &self.merged {
+            Some(row) => Some(row.get(column)),
+            None => self.patched.binary_search_by_key(&column, |(c, _)| *c).ok().map(|i| &self.patched[i].1),
+        }
+    }
+
+    /// Whether a pending patch of a record without a create sets `column`.
+    pub fn patches(&self, column: usize) -> bool {
+        self.patched.binary_search_by_key(&column, |(c, _)| *c).is_ok()
+    }
+}
+
+type Index = imbl::HashMap<IndexKey, imbl::HashSet<String>>;
+
+/// The overlays of one table at one version.
+#[derive(Debug, Clone, Default)]
+pub struct TableView {
+    records: imbl::HashMap<String, Arc<RecordState>>,
+    /// Keys of records the buffer does not hold whole (patches or deletes
+    /// of local records).
+    partial: imbl::HashSet<String>,
+    /// Equality indexes of known values, by column.
+    indexes: imbl::HashMap<usize, Index>,
+}
+
+impl TableView {
+    pub fn get(&self, key: &str) -> Option<&Arc<RecordState>> {
+        self.records.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn records(&self) -> impl Iterator<Item = (&String, &Arc<RecordState>)> {
+        self.records.iter()
+    }
+
+    /// Records the buffer does not hold whole.
+    pub fn partial_records(&self) -> impl Iterator<Item = (&String, &Arc<RecordState>)> {
+        self.partial.iter().filter_map(|k| self.records.get(k).map(|s| (k, s)))
+    }
+
+    /// Keys of records whose known value of `column` equals one of
+    /// `values`, or `None` when the column has no index.
+    pub fn lookup(&self, column: usize, values: &[Value]) -> Option<Vec<String>> {
+        let index = self.indexes.get(&column)?;
+        let mut keys = Vec::new();
+        for value in values {
+            if let Some(set) = index_key(value).and_then(|k| index.get(&k)) {
+                keys.extend(set.iter().cloned());
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        Some(keys)
+    }
+
+    pub fn has_index(&self, column: usize) -> bool {
+        self.indexes.contains_key(&column)
+    }
+
+    fn build_index(&mut self, column: usize) {
+        let mut index = Index::new();
+        for (key, state) in &self.records {
+            if let Some(k) = state.known_value(column).and_then(index_key) {
+                index.entry(k).or_default().insert(key.clone());
+            }
+        }
+        self.indexes.insert(column, index);
+    }
+
+    /// Replaces the state of one record (or removes it), keeping the
+    /// indexes and the partial set current.
+    fn set(&mut self, key: &str, state: Option<RecordState>) {
+        if let Some(old) = self.records.remove(key) {
+            for (column, index) in self.indexes.iter_mut() {
+                if let Some(k) = old.known_value(*column).and_then(index_key)
+                    && let Some(set) = index.get_mut(&k)
+                {
+                    set.remove(key);
+                    if set.is_empty() {
+                        index.remove(&k);
+                    }
+                }
+            }
+            self.partial.remove(key);
+        }
+        let Some(state) = state else { return };
+        for (column, index) in self.indexes.iter_mut() {
+            if let Some(k) = state.known_value(*column).and_then(index_key) {
+                index.entry(k).or_default().insert(key.to_owned());
+            }
+        }
+        if !state.created {
+            self.partial.insert(key.to_owned());
+        }
+        self.records.insert(key.to_owned(), Arc::new(state));
+    }
+
+    fn apply(&mut self, table: &Table, changes: &[(String, Option<String>)]) -> Result<(), EngineError> {
+        // Group the changed entries by record, so each record is rebuilt once.
+        let mut by_record: HashMap<String, Vec<(EntryId, Option<OverlayEntry>)>> = HashMap::new();
+        for (field, json) in changes {
+            let id = EntryId::parse(field).ok_or_else(|| {
+                EngineError::Internal(format!("malformed overlay entry name {field:?} in {}", table.name))
+            })?;
+            let entry = match json {
+                Some(json) => Some(parse_entry(table, field, json)?),
+                None => None,
+            };
+            by_record.entry(id.key.clone()).or_default().push((id, entry));
+        }
+        for (key, entries) in by_record {
+            let mut overlay = self.records.get(&key).map(|s| s.overlay.clone()).unwrap_or_default();
+            for (id, entry) in entries {
+                match entry {
+                    Some(entry) => overlay.insert(entry),
+                    None => {
+                        overlay.remove(&id);
+                    }
+                }
+            }
+            let state = (!overlay.is_empty()).then(|| RecordState::new(overlay));
+            self.set(&key, state);
+        }
+        Ok(())
+    }
+}
 
 /// The overlays of one table at one version, and its drain epoch then.
 #[derive(Debug, Clone)]
 pub struct TableSnapshot {
-    pub overlays: Arc<TableOverlays>,
+    pub view: Arc<TableView>,
     pub epoch: i64,
 }
 
@@ -30,7 +255,7 @@ struct Cached {
     /// reload parses everything again.
     registry_id: u64,
     version: i64,
-    overlays: Arc<TableOverlays>,
+    view: Arc<TableView>,
 }
 
 /// The cached overlays of every table read so far.
@@ -41,12 +266,14 @@ pub struct OverlayCache {
 
 impl OverlayCache {
     /// Returns the current overlays of `tables` (with their epochs), read at
-    /// one instant.
+    /// one instant. `indexed[i]` names a column of `tables[i]` whose
+    /// equality index the caller will use; it is built if missing.
     pub async fn snapshot(
         &self,
         buffer: &Buffer,
         registry_id: u64,
         tables: &[&Arc<Table>],
+        indexed: &[Option<usize>],
     ) -> Result<Vec<TableSnapshot>, EngineError> {
         let known: Vec<Option<Cached>> = {
             let cache = self.tables.lock().expect("overlay cache lock");
@@ -66,16 +293,22 @@ impl OverlayCache {
 
         let mut out = Vec::with_capacity(tables.len());
         let mut updates = Vec::new();
-        for ((table, cached), part) in tables.iter().zip(known).zip(snapshot.tables) {
+        for (i, ((table, cached), part)) in tables.iter().zip(known).zip(snapshot.tables).enumerate() {
             let cached = if stale_generation { None } else { cached };
-            let overlays = match (part.content, cached) {
-                (SnapshotContent::Unchanged, Some(c)) => c.overlays,
-                (SnapshotContent::Unchanged, None) => Arc::new(TableOverlays::default()),
-                (SnapshotContent::Full(entries), _) => Arc::new(parse_all(table, &entries)?),
+            let mut view = match (part.content, cached) {
+                (SnapshotContent::Unchanged, Some(c)) => c.view,
+                (SnapshotContent::Unchanged, None) => Arc::new(TableView::default()),
+                (SnapshotContent::Full(entries), _) => {
+                    let mut view = TableView::default();
+                    let changes: Vec<(String, Option<String>)> =
+                        entries.into_iter().map(|(f, j)| (f, Some(j))).collect();
+                    view.apply(table, &changes)?;
+                    Arc::new(view)
+                }
                 (SnapshotContent::Delta(changes), Some(c)) => {
-                    let mut overlays = (*c.overlays).clone();
-                    apply_delta(table, &mut overlays, &changes)?;
-                    Arc::new(overlays)
+                    let mut view = (*c.view).clone();
+                    view.apply(table, &changes)?;
+                    Arc::new(view)
                 }
                 (SnapshotContent::Delta(_), None) => {
                     return Err(EngineError::Internal(format!(
@@ -84,16 +317,23 @@ impl OverlayCache {
                     )));
                 }
             };
+            if let Some(column) = indexed.get(i).copied().flatten()
+                && !view.has_index(column)
+            {
+                let mut indexed_view = (*view).clone();
+                indexed_view.build_index(column);
+                view = Arc::new(indexed_view);
+            }
             updates.push((
                 table.name.clone(),
                 Cached {
                     generation: snapshot.generation.clone(),
                     registry_id,
                     version: part.version,
-                    overlays: overlays.clone(),
+                    view: view.clone(),
                 },
             ));
-            out.push(TableSnapshot { overlays, epoch: part.epoch });
+            out.push(TableSnapshot { view, epoch: part.epoch });
         }
 
         let mut cache = self.tables.lock().expect("overlay cache lock");
@@ -101,7 +341,8 @@ impl OverlayCache {
             let keep_old = cache.get(&name).is_some_and(|old| {
                 old.generation == fresh.generation
                     && old.registry_id == fresh.registry_id
-                    && old.version > fresh.version
+                    && (old.version > fresh.version
+                        || (old.version == fresh.version && old.view.indexes.len() > fresh.view.indexes.len()))
             });
             if !keep_old {
                 cache.insert(name, fresh);
@@ -116,36 +357,26 @@ impl OverlayCache {
     }
 }
 
-fn parse_all(table: &Table, entries: &[(String, String)]) -> Result<TableOverlays, EngineError> {
-    let mut overlays = TableOverlays::default();
-    for (field, json) in entries {
-        overlays.insert(parse_entry(table, field, json)?);
-    }
-    Ok(overlays)
-}
-
-fn apply_delta(
-    table: &Table,
-    overlays: &mut TableOverlays,
-    changes: &[(String, Option<String>)],
-) -> Result<(), EngineError> {
-    for (field, json) in changes {
-        match json {
-            Some(json) => overlays.insert(parse_entry(table, field, json)?),
-            None => {
-                let id = EntryId::parse(field).ok_or_else(|| {
-                    EngineError::Internal(format!("malformed overlay entry name {field:?} in {}", table.name))
-                })?;
-                overlays.remove(&id);
-            }
-        }
-    }
-    Ok(())
-}
-
 fn parse_entry(table: &Table, field: &str, json: &str) -> Result<OverlayEntry, EngineError> {
     OverlayEntry::from_stored(table, field, json).map_err(|e| {
         tracing::error!(table = %table.name, entry = field, error = %e, "unreadable overlay entry");
         EngineError::Internal(format!("overlay entry {field} of {} cannot be read: {e}", table.name))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bigdecimal::BigDecimal;
+    use std::str::FromStr;
+
+    #[test]
+    fn equal_values_share_an_index_key() {
+        let a = Value::Numeric(Numeric::Finite(BigDecimal::from_str("1.50").unwrap()));
+        let b = Value::Numeric(Numeric::Finite(BigDecimal::from_str("1.5").unwrap()));
+        assert_eq!(index_key(&a), index_key(&b));
+        assert_eq!(index_key(&Value::Double(-0.0)), index_key(&Value::Double(0.0)));
+        assert_ne!(index_key(&Value::Text("a".into())), index_key(&Value::Text("A".into())));
+        assert_eq!(index_key(&Value::Null), None);
+    }
 }

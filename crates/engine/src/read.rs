@@ -5,23 +5,41 @@
 //! replication, and a replica never moves backwards), so nothing can fall
 //! between the two reads. The one hazard is local showing a transaction
 //! acknowledged after the snapshot, with an older overlay of the same
-//! record re-applied on top; the drain epoch detects that and the read is
+//! record applied on top; the drain epoch detects that and the read is
 //! repeated.
+//!
+//! A merged page is the first `limit` records, in the query's order, of
+//! four disjoint groups:
+//!
+//! 1. local rows without an overlay that match the query;
+//! 2. local rows that match and whose pending patches touch neither a
+//!    filtered nor an ordered column: their place in the order and their
+//!    membership are the local row's, so they come from the same local
+//!    page, merged;
+//! 3. records the buffer holds whole (pending creates), filtered and sorted
+//!    in memory, found through an equality index when the query pins a
+//!    column;
+//! 4. local records whose pending patches touch a filtered or ordered
+//!    column, read by key and filtered after the merge.
+//!
+//! The local page is read in the query's order until it yields `limit + 1`
+//! rows of groups 1 and 2, skipping rows of groups 3 and 4 and rows with a
+//! pending delete, so each group contributes every record that can reach
+//! the page and nothing is read for the others.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opsbuffer_core::merge::{MergedRecord, Page, keys_needing_local_rows, merge_page, merge_record};
-use opsbuffer_core::overlay::RecordOverlay;
-use opsbuffer_core::query::{Condition, Query};
+use opsbuffer_core::merge::{MergedRecord, Page, Source, merge_record, select_page};
+use opsbuffer_core::query::{Condition, Cursor, Query, QueryError};
 use opsbuffer_core::row::Row;
 use opsbuffer_core::schema::Table;
-use opsbuffer_core::sql::select_page;
+use opsbuffer_core::sql::Statement;
 use opsbuffer_core::value::Value;
 use uuid::Uuid;
 
-use crate::cache::TableSnapshot;
+use crate::cache::{RecordState, TableSnapshot, TableView};
 use crate::engine::Engine;
 use crate::error::EngineError;
 
@@ -48,6 +66,23 @@ pub struct MergedPage {
     pub pending: HashMap<String, Vec<Uuid>>,
 }
 
+/// How a query treats the overlays of its table.
+struct OverlayPlan<'v> {
+    /// Group 3: records held whole by the buffer that match the query.
+    created: Vec<MergedRecord>,
+    /// Group 4: keys to read from local, grouped by the set of columns
+    /// their patches touch.
+    fetch: HashMap<Vec<usize>, Vec<String>>,
+    view: &'v TableView,
+}
+
+impl OverlayPlan<'_> {
+    /// Whether a local row of the page must be left to another group.
+    fn skips(&self, state: &RecordState, touched: &[usize]) -> bool {
+        state.created || state.deleted || touched.iter().any(|c| state.patches(*c))
+    }
+}
+
 impl Engine {
     /// One page of `table` for `query`.
     pub async fn query(
@@ -68,33 +103,57 @@ impl Engine {
 
     async fn local_page(&self, table: &Arc<Table>, query: &Query) -> Result<MergedPage, EngineError> {
         let pk = primary_key(table)?;
-        let rows = self.local.rows(table, &select_page(table, query, &[])).await?;
-        let page = merge_page(query, pk, rows, std::iter::empty(), &HashMap::new());
-        Ok(MergedPage { page, pending: HashMap::new() })
+        let rows = self.local.rows(table, &opsbuffer_core::sql::select_page(table, query, &[])).await?;
+        let records = rows
+            .into_iter()
+            .map(|row| MergedRecord { key: row.get(pk).key_text(), row, source: Source::Database })
+            .collect();
+        Ok(MergedPage { page: select_page(query, records), pending: HashMap::new() })
     }
 
     async fn merged_page(&self, table: &Arc<Table>, query: &Query) -> Result<MergedPage, EngineError> {
         let pk = primary_key(table)?;
+        let index_column = pinned_column(table, query);
+        // Columns whose pending change moves a record in or out of the
+        // result or along its order.
+        let mut touched: Vec<usize> =
+            query.conditions.iter().map(|c| c.column).chain(query.order.iter().map(|o| o.column)).collect();
+        touched.sort_unstable();
+        touched.dedup();
+
         for attempt in 1..=MAX_READ_ATTEMPTS {
-            let snapshot = self.overlay_snapshot(&[table]).await?.remove(0);
-            let overlays = &snapshot.overlays;
-            let exclude: Vec<String> = overlays.records.keys().cloned().collect();
-            let need_local = keys_needing_local_rows(overlays);
+            let snapshot = self.overlay_snapshot(&[table], &[index_column]).await?.remove(0);
+            let view = &snapshot.view;
+            let plan = plan_overlays(query, view, index_column, &touched);
 
-            let statement = select_page(table, query, &exclude);
-            let (page_rows, overlaid_rows) =
-                tokio::try_join!(self.local.rows(table, &statement), self.local.rows_by_key(table, &need_local))?;
+            let (local, fetched) = tokio::try_join!(
+                self.local_rows_of_page(table, query, &plan, &touched),
+                self.fetch_patched(table, query, &plan)
+            )?;
 
-            // Only local rows of overlaid records can be newer than their
-            // overlay; without any, no drain can have made the read stale.
-            if !need_local.is_empty() && self.buffer.epochs(&[&table.name]).await?[0] != snapshot.epoch {
+            // Local rows of overlaid records can be newer than their
+            // overlay when a drain overlapped the read.
+            if (local.merged_overlaid || !fetched.is_empty())
+                && self.buffer.epochs(&[&table.name]).await?[0] != snapshot.epoch
+            {
                 tracing::debug!(table = %table.name, attempt, "a drain overlapped the read; reading again");
                 tokio::time::sleep(Duration::from_millis(attempt as u64)).await;
                 continue;
             }
 
-            let page = merge_page(query, pk, page_rows, overlays.records.iter(), &overlaid_rows);
-            let pending = pending_of(&page.records, |key| overlays.get(key));
+            let mut candidates = local.records;
+            candidates.extend(plan.created);
+            for row in fetched {
+                let key = row.get(pk).key_text();
+                if let Some(state) = view.get(&key)
+                    && let Some(merged) = state.overlay.apply(Some(&row))
+                    && query.matches(&merged)
+                {
+                    candidates.push(MergedRecord { key, row: merged, source: Source::of(&state.overlay) });
+                }
+            }
+            let page = select_page(query, candidates);
+            let pending = pending_of(&page.records, view);
             return Ok(MergedPage { page, pending });
         }
         Err(EngineError::unavailable(
@@ -102,6 +161,70 @@ impl Engine {
             format!("the drain changed {} during {MAX_READ_ATTEMPTS} consecutive reads; retry the request", table.name),
             1,
         ))
+    }
+
+    /// Reads local rows in the query's order until `limit + 1` rows of
+    /// groups 1 and 2 are found or local has no more.
+    async fn local_rows_of_page(
+        &self,
+        table: &Arc<Table>,
+        query: &Query,
+        plan: &OverlayPlan<'_>,
+        touched: &[usize],
+    ) -> Result<LocalPage, EngineError> {
+        let pk = primary_key(table)?;
+        let wanted = query.limit + 1;
+        let mut batch = wanted + plan.view.len().min(wanted);
+        let mut page = LocalPage::default();
+        let mut after = query.after.clone();
+        loop {
+            let part = Query {
+                conditions: query.conditions.clone(),
+                order: query.order.clone(),
+                limit: batch - 1,
+                after: after.clone(),
+            };
+            let rows = self.local.rows(table, &opsbuffer_core::sql::select_page(table, &part, &[])).await?;
+            let exhausted = rows.len() < batch;
+            after = rows.last().map(|r| Cursor::after_row(&query.order, r));
+            for row in rows {
+                let key = row.get(pk).key_text();
+                match plan.view.get(&key) {
+                    None => page.records.push(MergedRecord { key, row, source: Source::Database }),
+                    Some(state) if plan.skips(state, touched) => continue,
+                    Some(state) => {
+                        // Patches of columns the query ignores: merge in place.
+                        let Some(merged) = state.overlay.apply(Some(&row)) else { continue };
+                        page.merged_overlaid = true;
+                        page.records.push(MergedRecord { key, row: merged, source: Source::of(&state.overlay) });
+                    }
+                }
+                if page.records.len() == wanted {
+                    return Ok(page);
+                }
+            }
+            if exhausted {
+                return Ok(page);
+            }
+            batch = (batch * 2).min(opsbuffer_core::query::MAX_LIMIT + 1);
+        }
+    }
+
+    /// Reads the local rows of group 4, pushing the conditions on columns
+    /// their patches leave alone into SQL.
+    async fn fetch_patched(
+        &self,
+        table: &Arc<Table>,
+        query: &Query,
+        plan: &OverlayPlan<'_>,
+    ) -> Result<Vec<Row>, EngineError> {
+        let statements: Vec<Statement> = plan
+            .fetch
+            .iter()
+            .map(|(columns, keys)| select_keys_where(table, keys, &query.conditions, columns))
+            .collect();
+        let parts = futures::future::try_join_all(statements.iter().map(|s| self.local.rows(table, s))).await?;
+        Ok(parts.into_iter().flatten().collect())
     }
 
     /// Every record of `table` matching `conditions`, merged, following
@@ -122,9 +245,7 @@ impl Engine {
             pending.extend(part.pending);
             match part.page.next {
                 Some(cursor) if records.len() < max => query.after = Some(cursor),
-                next => {
-                    return Ok(MergedPage { page: Page { records, next }, pending });
-                }
+                next => return Ok(MergedPage { page: Page { records, next }, pending }),
             }
         }
     }
@@ -156,22 +277,28 @@ impl Engine {
         if keys.is_empty() {
             return Ok(HashMap::new());
         }
-        let snapshot = if self.is_secondary() { Some(self.overlay_snapshot(&[table]).await?.remove(0)) } else { None };
+        let snapshot =
+            if self.is_secondary() { Some(self.overlay_snapshot(&[table], &[None]).await?.remove(0)) } else { None };
         let local_rows = self.local.rows_by_key(table, keys).await?;
         let mut out = HashMap::with_capacity(keys.len());
         for key in keys {
             let local = local_rows.get(key);
-            let overlay = snapshot.as_ref().and_then(|s| s.overlays.get(key));
+            let overlay = snapshot.as_ref().and_then(|s| s.view.get(key)).map(|s| &s.overlay);
             let merged = merge_record(local, overlay).map(|(row, _)| row);
             out.insert(key.clone(), (merged, local.is_some()));
         }
         Ok(out)
     }
 
-    /// The overlays of `tables`, from the cache kept current by Redis.
-    pub(crate) async fn overlay_snapshot(&self, tables: &[&Arc<Table>]) -> Result<Vec<TableSnapshot>, EngineError> {
+    /// The overlays of `tables`, from the cache kept current by Redis, with
+    /// the equality index of `indexed[i]` built for `tables[i]`.
+    pub(crate) async fn overlay_snapshot(
+        &self,
+        tables: &[&Arc<Table>],
+        indexed: &[Option<usize>],
+    ) -> Result<Vec<TableSnapshot>, EngineError> {
         let (registry_id, _) = self.registry();
-        self.cache.snapshot(&self.buffer, registry_id, tables).await
+        self.cache.snapshot(&self.buffer, registry_id, tables, indexed).await
     }
 
     /// Waits until local shows every transaction acknowledged before now:
@@ -209,9 +336,89 @@ impl Engine {
     }
 }
 
+/// Rows of groups 1 and 2, and whether any of them was merged with an
+/// overlay.
+#[derive(Default)]
+struct LocalPage {
+    records: Vec<MergedRecord>,
+    merged_overlaid: bool,
+}
+
+/// Sorts the table's overlays into groups 3 and 4.
+fn plan_overlays<'v>(
+    query: &Query,
+    view: &'v TableView,
+    index_column: Option<usize>,
+    touched: &[usize],
+) -> OverlayPlan<'v> {
+    let mut created = Vec::new();
+    let mut consider_created = |key: &String, state: &RecordState| {
+        if let Some(row) = &state.merged
+            && query.matches(row)
+        {
+            created.push(MergedRecord { key: key.clone(), row: row.clone(), source: Source::of(&state.overlay) });
+        }
+    };
+    let pinned = index_column.and_then(|c| {
+        let values = query.conditions.iter().find(|q| q.column == c).and_then(|q| q.pinned_values())?;
+        view.lookup(c, values)
+    });
+    match pinned {
+        Some(keys) => {
+            for key in &keys {
+                if let Some(state) = view.get(key)
+                    && state.created
+                {
+                    consider_created(key, state);
+                }
+            }
+        }
+        None => {
+            for (key, state) in view.records() {
+                if state.created {
+                    consider_created(key, state);
+                }
+            }
+        }
+    }
+
+    // Records with patches of filtered or ordered columns; a patch that
+    // already fails a condition rules the record out without a read.
+    let mut fetch: HashMap<Vec<usize>, Vec<String>> = HashMap::new();
+    for (key, state) in view.partial_records() {
+        if state.deleted || !touched.iter().any(|c| state.patches(*c)) {
+            continue;
+        }
+        let fails =
+            query.conditions.iter().any(|c| state.known_value(c.column).is_some_and(|v| c.eval_value(v) != Some(true)));
+        if fails {
+            continue;
+        }
+        let columns: Vec<usize> = state.patched.iter().map(|(c, _)| *c).collect();
+        fetch.entry(columns).or_default().push(key.clone());
+    }
+    OverlayPlan { created, fetch, view }
+}
+
+/// The column of the first `eq` or `in` condition that an index can serve.
+fn pinned_column(table: &Table, query: &Query) -> Option<usize> {
+    query
+        .conditions
+        .iter()
+        .find(|c| c.pinned_values().is_some() && !table.columns[c.column].ty.is_json())
+        .map(|c| c.column)
+}
+
+/// Rows with the given keys that match the conditions on columns not in
+/// `patched` (the others are checked after the merge).
+fn select_keys_where(table: &Table, keys: &[String], conditions: &[Condition], patched: &[usize]) -> Statement {
+    let pushed: Vec<Condition> = conditions.iter().filter(|c| !patched.contains(&c.column)).cloned().collect();
+    opsbuffer_core::sql::select_by_keys_where(table, keys, &pushed).expect("merged reads need a primary key")
+}
+
 fn primary_key(table: &Table) -> Result<usize, EngineError> {
     table.primary_key.ok_or_else(|| {
-        EngineError::Query(opsbuffer_core::query::QueryError {
+        EngineError::Query(QueryError {
             field: "table".into(),
             message: format!(
                 "table {} has no single-column primary key; opsbuffer serves only tables with one",
@@ -221,9 +428,6 @@ fn primary_key(table: &Table) -> Result<usize, EngineError> {
     })
 }
 
-fn pending_of<'o>(
-    records: &[MergedRecord],
-    overlay: impl Fn(&str) -> Option<&'o RecordOverlay>,
-) -> HashMap<String, Vec<Uuid>> {
-    records.iter().filter_map(|r| overlay(&r.key).map(|o| (r.key.clone(), o.transactions()))).collect()
+fn pending_of(records: &[MergedRecord], view: &TableView) -> HashMap<String, Vec<Uuid>> {
+    records.iter().filter_map(|r| view.get(&r.key).map(|s| (r.key.clone(), s.overlay.transactions()))).collect()
 }

@@ -217,7 +217,24 @@ impl Engine {
     }
 
     async fn check_plan(&self, plan: &Plan) -> Result<Checked, EngineError> {
-        let fetched = self.prefetch(plan).await?;
+        // Created rows are complete already, so their CHECK constraints are
+        // evaluated while the records the plan names are read.
+        let created: Vec<WrittenRow> = plan
+            .steps
+            .iter()
+            .flat_map(|step| {
+                step.changes.iter().filter_map(|change| match &change.change {
+                    Change::Create(row) => Some(WrittenRow {
+                        table: step.table.clone(),
+                        row: row.clone(),
+                        path: change.path.clone(),
+                        patched: None,
+                    }),
+                    _ => None,
+                })
+            })
+            .collect();
+        let (fetched, ()) = tokio::try_join!(self.prefetch(plan), self.check_constraints(&created))?;
         let mut staged: HashMap<(String, String), Staged> = HashMap::new();
         let mut checked = Checked::default();
         let mut written: Vec<WrittenRow> = Vec::new();
@@ -286,7 +303,8 @@ impl Engine {
             self.check_unique(&written[step_start..], &staged).await?;
         }
 
-        self.check_constraints(&written).await?;
+        let updated: Vec<WrittenRow> = written.into_iter().filter(|w| w.patched.is_some()).collect();
+        self.check_constraints(&updated).await?;
         checked.touched.sort();
         checked.touched.dedup();
         Ok(checked)
@@ -303,7 +321,9 @@ impl Engine {
         };
         for step in &plan.steps {
             for change in &step.changes {
-                want(&step.table, change.key.clone());
+                if !change.generated_key {
+                    want(&step.table, change.key.clone());
+                }
                 let (row, patched): (Option<&Row>, Option<Vec<usize>>) = match &change.change {
                     Change::Create(row) => (Some(row), None),
                     Change::Patch(patch) => (None, Some(patch.iter().map(|(i, _)| *i).collect())),
@@ -383,6 +403,9 @@ impl Engine {
                 ),
             )
             .into());
+        }
+        if change.generated_key {
+            return Ok(());
         }
         checked.preconditions.push(Precondition {
             table: table.name.clone(),
