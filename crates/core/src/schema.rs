@@ -256,6 +256,18 @@ impl Registry {
         &self.tables
     }
 
+    /// The same registry less the tables `hide` selects. Keys of the
+    /// remaining tables keep their `referenced_by` entries.
+    pub fn without(&self, hide: impl Fn(&Table) -> bool) -> Registry {
+        let tables: Vec<Arc<Table>> = self.tables.iter().filter(|t| !hide(t)).cloned().collect();
+        let mut by_name = HashMap::new();
+        for (i, t) in tables.iter().enumerate() {
+            by_name.insert(t.name.clone(), i);
+            by_name.entry(t.model_name.clone()).or_insert(i);
+        }
+        Registry { tables, by_name }
+    }
+
     /// The SQL names of all tables, for "unknown table" messages.
     pub fn table_names(&self) -> String {
         self.tables.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")

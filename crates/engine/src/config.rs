@@ -76,6 +76,82 @@ impl Default for DrainSettings {
     }
 }
 
+/// An endpoint that `AUTH_OPEN_ENDPOINTS` can leave open to requests
+/// without a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OpenEndpoint {
+    /// `GET /health`.
+    Health,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /openapi.json` and the page at `/docs`.
+    Docs,
+}
+
+impl OpenEndpoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpenEndpoint::Health => "health",
+            OpenEndpoint::Metrics => "metrics",
+            OpenEndpoint::Docs => "docs",
+        }
+    }
+
+    /// Parses a comma-separated list such as `health,metrics`; `none` or an
+    /// empty text is the empty list.
+    pub fn parse_list(text: &str) -> Result<Vec<OpenEndpoint>, String> {
+        let mut out = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let endpoint = match part.to_ascii_lowercase().as_str() {
+                "health" => OpenEndpoint::Health,
+                "metrics" => OpenEndpoint::Metrics,
+                "docs" => OpenEndpoint::Docs,
+                "none" => continue,
+                other => {
+                    return Err(format!(
+                        "AUTH_OPEN_ENDPOINTS lists unknown endpoint {other:?}; use a comma-separated list of health, metrics and docs, or none"
+                    ));
+                }
+            };
+            if !out.contains(&endpoint) {
+                out.push(endpoint);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Who may call the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// Whether requests need a bearer token. Off only for local
+    /// development, the demo and tests.
+    pub required: bool,
+    /// Endpoints that answer without a token even when `required` is set.
+    pub open_endpoints: Vec<OpenEndpoint>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            required: true,
+            open_endpoints: vec![OpenEndpoint::Health, OpenEndpoint::Metrics, OpenEndpoint::Docs],
+        }
+    }
+}
+
+impl AuthSettings {
+    /// No authentication at all.
+    pub fn disabled() -> AuthSettings {
+        AuthSettings { required: false, ..AuthSettings::default() }
+    }
+
+    /// Whether `endpoint` answers without a token.
+    pub fn is_open(&self, endpoint: OpenEndpoint) -> bool {
+        !self.required || self.open_endpoints.contains(&endpoint)
+    }
+}
+
 /// Everything the engine needs to run one site.
 #[derive(Debug, Clone)]
 pub struct SiteConfig {
@@ -101,6 +177,7 @@ pub struct SiteConfig {
     pub allow_unsafe_redis: bool,
     /// How long start-up waits for Redis and local to answer.
     pub startup_timeout: Duration,
+    pub auth: AuthSettings,
 }
 
 impl DrainSettings {
@@ -131,7 +208,7 @@ pub fn validate_site_name(name: &str) -> Result<(), String> {
 }
 
 /// Reads a duration: a plain number is seconds (`0.5`), or a number with a
-/// unit `ms`, `s`, `m` or `h` (`500ms`, `30s`).
+/// unit `ms`, `s`, `m`, `h` or `d` (`500ms`, `30s`, `90d`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
@@ -139,7 +216,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         None => (t, "s"),
     };
     let value: f64 = number.trim().parse().map_err(|_| {
-        format!("invalid duration {text:?}: expected a number of seconds such as 0.5, or 500ms, 30s, 5m")
+        format!("invalid duration {text:?}: expected a number of seconds such as 0.5, or 500ms, 30s, 5m, 90d")
     })?;
     if !value.is_finite() || value < 0.0 {
         return Err(format!("invalid duration {text:?}: it must be zero or positive"));
@@ -149,8 +226,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         other => {
-            return Err(format!("invalid duration {text:?}: unknown unit {other:?}; use ms, s, m or h"));
+            return Err(format!("invalid duration {text:?}: unknown unit {other:?}; use ms, s, m, h or d"));
         }
     };
     Ok(Duration::from_secs_f64(seconds))
@@ -186,6 +264,7 @@ mod tests {
         assert_eq!(parse_duration("0.1").unwrap(), Duration::from_millis(100));
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("90d").unwrap(), Duration::from_secs(90 * 86_400));
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("10 parsecs").is_err());
         assert!(parse_duration("fast").is_err());
@@ -197,6 +276,19 @@ mod tests {
         assert!(validate_site_name("bad name").is_err());
         assert!(validate_site_name("a{b}").is_err());
         assert!(validate_site_name("").is_err());
+    }
+
+    #[test]
+    fn open_endpoint_lists_parse() {
+        assert_eq!(
+            OpenEndpoint::parse_list("health, metrics").unwrap(),
+            vec![OpenEndpoint::Health, OpenEndpoint::Metrics]
+        );
+        assert_eq!(OpenEndpoint::parse_list("none").unwrap(), vec![]);
+        assert_eq!(OpenEndpoint::parse_list("").unwrap(), vec![]);
+        let error = OpenEndpoint::parse_list("health,admin").unwrap_err();
+        assert!(error.contains("AUTH_OPEN_ENDPOINTS"), "{error}");
+        assert!(error.contains("admin"), "{error}");
     }
 
     #[test]

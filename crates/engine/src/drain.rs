@@ -24,6 +24,7 @@ use rand::Rng;
 use uuid::Uuid;
 
 use crate::engine::{Engine, now_ms};
+use crate::metrics::retry_class;
 use crate::write::operations;
 
 /// Capped exponential backoff with jitter: each delay is drawn between half
@@ -73,7 +74,23 @@ pub struct Drainer {
     lease: Option<Lease>,
     /// When the lease was last acquired or renewed.
     renewed_at: Instant,
+    /// When the batch in flight was selected, for the batch duration metric.
+    batch_started: Instant,
     backoff: Backoff,
+}
+
+/// How `opsbuffer drain --once` ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DrainOnce {
+    /// The queue is empty. Blocked transactions may remain: they wait for
+    /// their dead letters.
+    Drained { applied: u64, dead_lettered: u64 },
+    /// Another process holds the drainer lease.
+    LeaseHeld { holder: Option<String> },
+    /// This process lost the lease while draining.
+    LeaseLost { applied: u64, dead_lettered: u64 },
+    /// The deadline passed with transactions still queued.
+    TimedOut { applied: u64, dead_lettered: u64, queued: u64 },
 }
 
 impl Drainer {
@@ -81,7 +98,56 @@ impl Drainer {
         let config = &engine.config;
         let writer = Writer::new(config.main.clone(), config.site_name.clone(), config.drain.batch_timeout);
         let backoff = Backoff::new(config.drain.retry_initial, config.drain.retry_max);
-        Drainer { engine, writer, lease: None, renewed_at: Instant::now(), backoff }
+        Drainer { engine, writer, lease: None, renewed_at: Instant::now(), batch_started: Instant::now(), backoff }
+    }
+
+    /// Applies the queue until it is empty, then releases the lease: the
+    /// work of `opsbuffer drain --once`. Returns at once with
+    /// [`DrainOnce::LeaseHeld`] when another process holds the lease.
+    /// `progress` is called after each step with the transactions applied
+    /// and dead-lettered so far.
+    pub async fn drain_once(&mut self, deadline: Instant, mut progress: impl FnMut(u64, u64)) -> DrainOnce {
+        if self.ensure_lease().await.is_none() {
+            let holder = self.engine.drain_status().holder;
+            return DrainOnce::LeaseHeld { holder };
+        }
+        tracing::info!(holder = %self.engine.holder_id, "draining until the queue is empty");
+        let start = self.engine.drain_status();
+        let counts = |engine: &Engine| {
+            let now = engine.drain_status();
+            (now.applied_total - start.applied_total, now.dead_lettered_total - start.dead_lettered_total)
+        };
+        let outcome = loop {
+            let pass = self.pass().await;
+            let (applied, dead_lettered) = counts(&self.engine);
+            progress(applied, dead_lettered);
+            if self.lease.is_none() {
+                break DrainOnce::LeaseLost { applied, dead_lettered };
+            }
+            let wait = match pass {
+                Pass::Progress => continue,
+                // An idle pass with the lease held usually found nothing to
+                // select; a failed lease renewal also ends idle, so the
+                // queue itself decides.
+                Pass::Idle => match self.engine.buffer.stats().await {
+                    Ok(stats) if stats.queued == 0 => break DrainOnce::Drained { applied, dead_lettered },
+                    _ => self.engine.config.drain.idle_poll,
+                },
+                Pass::Backoff => self.backoff.next_delay(),
+            };
+            if Instant::now() + wait > deadline {
+                let queued = self.engine.buffer.stats().await.map(|s| s.queued).unwrap_or(0);
+                break DrainOnce::TimedOut { applied, dead_lettered, queued };
+            }
+            tracing::info!(
+                attempt = self.backoff.attempt,
+                delay_ms = wait.as_millis() as u64,
+                "drainer waits before retrying"
+            );
+            tokio::time::sleep(wait).await;
+        };
+        self.release().await;
+        outcome
     }
 
     /// Spawns the loop; it stops when the engine shuts down, after the batch
@@ -124,7 +190,10 @@ impl Drainer {
     async fn release(&mut self) {
         if let Some(lease) = self.lease.take() {
             match self.engine.buffer.release_lease(&lease).await {
-                Ok(true) => tracing::info!(token = lease.token(), "released the drainer lease"),
+                Ok(true) => {
+                    tracing::info!(token = lease.token(), "released the drainer lease");
+                    self.engine.metrics.observe_lease("released");
+                }
                 Ok(false) => tracing::info!(token = lease.token(), "the drainer lease had already expired"),
                 Err(error) => {
                     tracing::warn!(%error, "could not release the drainer lease; it expires by itself")
@@ -145,6 +214,7 @@ impl Drainer {
             Ok(selection) => selection,
             Err(error) => {
                 tracing::warn!(%error, "drainer could not read the queue");
+                self.engine.metrics.observe_retry("redis");
                 return Pass::Backoff;
             }
         };
@@ -162,6 +232,7 @@ impl Drainer {
             return if blocked.is_empty() { Pass::Idle } else { Pass::Progress };
         }
 
+        self.batch_started = Instant::now();
         let (_, registry) = self.engine.registry();
         let mut batch = Vec::with_capacity(selected.len());
         for tx in &selected {
@@ -202,6 +273,7 @@ impl Drainer {
                     "applying a batch on main failed; retrying"
                 );
                 self.set_error(&error.message);
+                self.engine.metrics.observe_retry(&retry_class(error.sqlstate.as_deref()));
                 if let Err(e) = self.engine.buffer.record_attempt(&ids, &error.message).await {
                     tracing::warn!(error = %e, "could not record the failed attempt");
                 }
@@ -230,7 +302,11 @@ impl Drainer {
                         return Pass::Idle;
                     }
                 }
-                Err(e) if e.class == ErrorClass::Transient => return Pass::Backoff,
+                Err(e) if e.class == ErrorClass::Transient => {
+                    tracing::warn!(error = %e.message, "applying the part of the batch before the failing transaction failed; retrying");
+                    self.engine.metrics.observe_retry(&retry_class(e.sqlstate.as_deref()));
+                    return Pass::Backoff;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e.message, "the part of the batch before the failing transaction failed too; isolating one by one");
                     return self.one_by_one(lease, &batch[..first]).await;
@@ -248,7 +324,11 @@ impl Drainer {
                         return Pass::Idle;
                     }
                 }
-                Err(e) if e.class == ErrorClass::Transient => return Pass::Backoff,
+                Err(e) if e.class == ErrorClass::Transient => {
+                    tracing::warn!(transaction_id = %transaction.id, error = %e.message, "applying a transaction on its own failed; retrying");
+                    self.engine.metrics.observe_retry(&retry_class(e.sqlstate.as_deref()));
+                    return Pass::Backoff;
+                }
                 Err(e) => {
                     return self
                         .dead_letter(lease, transaction.id, &e.message, e.sqlstate.as_deref().unwrap_or(""))
@@ -263,6 +343,7 @@ impl Drainer {
         match self.engine.buffer.dead_letter(lease, id, message, sqlstate, now_ms()).await {
             Ok(true) => {
                 tracing::error!(transaction_id = %id, sqlstate, error = %message, "dead-lettered a transaction main rejected");
+                self.engine.metrics.dead_lettered.inc();
                 let mut status = self.engine.drain_status.lock().expect("drain status lock");
                 status.dead_lettered_total += 1;
                 status.last_error = Some(message.to_owned());
@@ -274,6 +355,7 @@ impl Drainer {
             }
             Err(error) => {
                 tracing::warn!(transaction_id = %id, %error, "could not dead-letter the transaction; it stays at the head of the queue");
+                self.engine.metrics.observe_retry("redis");
                 Pass::Backoff
             }
         }
@@ -286,6 +368,7 @@ impl Drainer {
             Ok(true) => {
                 tracing::info!(transactions = ids.len(), first_transaction = %ids[0], %commit_lsn, "applied a batch on main");
                 self.backoff.reset();
+                self.engine.metrics.observe_batch(ids.len(), self.batch_started.elapsed(), commit_lsn);
                 {
                     let mut status = self.engine.drain_status.lock().expect("drain status lock");
                     status.last_commit_lsn = Some(commit_lsn);
@@ -302,6 +385,7 @@ impl Drainer {
             }
             Err(error) => {
                 tracing::warn!(first_transaction = %ids[0], transactions = ids.len(), %error, "committed on main but could not record it in Redis; the ledger will skip the replay");
+                self.engine.metrics.observe_retry("redis");
                 Pass::Backoff
             }
         }
@@ -322,6 +406,7 @@ impl Drainer {
                 self.lease = Some(lease.clone());
                 self.renewed_at = Instant::now();
                 self.set_active(true, Some(self.engine.holder_id.clone()));
+                self.engine.metrics.observe_lease("acquired");
                 Some(lease)
             }
             Ok(None) => {
@@ -363,6 +448,7 @@ impl Drainer {
         tracing::warn!(holder = %self.engine.holder_id, during, "lost the drainer lease; stopping draining until it is free again");
         self.lease = None;
         self.set_active(false, None);
+        self.engine.metrics.observe_lease("lost");
     }
 
     fn set_active(&self, active: bool, holder: Option<String>) {

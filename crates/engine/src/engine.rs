@@ -17,6 +17,12 @@ use tokio::sync::{Notify, watch};
 use crate::cache::OverlayCache;
 use crate::config::{SiteConfig, SiteType, redact_url};
 use crate::error::EngineError;
+use crate::metrics::{Metrics, StateLabels, lsn_gauge};
+use crate::tokens::{TOKEN_TABLE, TokenCache};
+
+/// Tables of the registry that clients cannot name: the engine reads and
+/// writes them, the HTTP layer's table lookups leave them out.
+pub const INTERNAL_TABLES: &[&str] = &[TOKEN_TABLE];
 
 /// What the drainer last did, for `/health`.
 #[derive(Debug, Clone, Default)]
@@ -69,6 +75,8 @@ pub struct Engine {
     /// Identifies this process as a lease holder.
     pub holder_id: String,
     pub started: Instant,
+    pub metrics: Metrics,
+    pub(crate) tokens: TokenCache,
 }
 
 impl Engine {
@@ -100,6 +108,8 @@ impl Engine {
             shutdown,
             holder_id,
             started: Instant::now(),
+            metrics: Metrics::new(),
+            tokens: TokenCache::default(),
             config,
         });
 
@@ -192,9 +202,16 @@ impl Engine {
         (guard.0, guard.1.clone())
     }
 
-    /// Resolves a table by model or SQL name, or answers 404.
-    pub fn table(&self, name: &str) -> Result<Arc<Table>, EngineError> {
+    /// The registry clients see: every table but [`INTERNAL_TABLES`].
+    pub fn client_registry(&self) -> Arc<Registry> {
         let (_, registry) = self.registry();
+        Arc::new(registry.without(|t| INTERNAL_TABLES.contains(&t.name.as_str())))
+    }
+
+    /// Resolves a table clients may name, by model or SQL name, or answers
+    /// 404.
+    pub fn table(&self, name: &str) -> Result<Arc<Table>, EngineError> {
+        let registry = self.client_registry();
         registry.table(name).cloned().ok_or_else(|| {
             EngineError::not_found(
                 "unknown_table",
@@ -223,6 +240,41 @@ impl Engine {
 
     pub fn replication_status(&self) -> ReplicationStatus {
         self.replication_status.lock().expect("replication status lock").clone()
+    }
+
+    /// Sets the gauges that are read at scrape time: buffer counts and ages
+    /// from Redis, and the replication lag from the newest commit waiting
+    /// for replication. Counters and the LSN gauges move as events happen.
+    /// When Redis does not answer, the buffer gauges keep their last values.
+    pub async fn refresh_metrics(&self) {
+        let metrics = &self.metrics;
+        match tokio::time::timeout(Duration::from_secs(2), self.buffer.stats()).await {
+            Ok(Ok(stats)) => {
+                let now = now_ms();
+                let age = |ms: Option<i64>| ms.map_or(0.0, |m| (now - m).max(0) as f64 / 1000.0);
+                for (state, count) in [
+                    ("queued", stats.queued),
+                    ("blocked", stats.blocked),
+                    ("waiting_replication", stats.applied_waiting_replication),
+                    ("dead", stats.dead),
+                ] {
+                    metrics.buffer_transactions.get_or_create(&StateLabels { state }).set(count as i64);
+                }
+                metrics.oldest_queued_age.set(age(stats.oldest_queued_ms));
+                metrics.oldest_waiting_replication_age.set(age(stats.oldest_waiting_replication_ms));
+                let replay = self.replication_status().last.map(|s| s.lsn);
+                let lag = match (stats.highest_waiting_lsn, replay) {
+                    (Some(waiting), Some(replay)) => waiting.bytes_after(replay),
+                    _ => 0,
+                };
+                metrics.replication_lag_bytes.set(i64::try_from(lag).unwrap_or(i64::MAX));
+                if let Some(replay) = replay {
+                    metrics.replay_lsn.set(lsn_gauge(replay));
+                }
+            }
+            Ok(Err(error)) => tracing::warn!(%error, "could not read the buffer counts for /metrics"),
+            Err(_) => tracing::warn!("Redis did not return the buffer counts for /metrics within 2 s"),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use crate::config::SiteType;
 use crate::engine::{Engine, now_ms};
 
 /// The answer of `GET /health`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// `healthy`, or `degraded` when something needs attention.
     pub status: &'static str,
@@ -27,21 +27,21 @@ pub struct Health {
     pub serves_reads: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SiteInfo {
     pub name: String,
     #[serde(rename = "type")]
     pub site_type: &'static str,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MainHealth {
     pub reachable: bool,
     pub current_lsn: Option<String>,
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LocalHealth {
     pub reachable: bool,
     pub in_recovery: Option<bool>,
@@ -50,7 +50,7 @@ pub struct LocalHealth {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RedisHealth {
     pub reachable: bool,
     pub appendonly: Option<bool>,
@@ -60,7 +60,7 @@ pub struct RedisHealth {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BufferHealth {
     pub queued: u64,
     pub blocked: u64,
@@ -70,7 +70,7 @@ pub struct BufferHealth {
     pub oldest_waiting_replication_age_s: Option<f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ReplicationHealth {
     /// WAL bytes main has written that local has not replayed; from main's
     /// current position when main answers, otherwise from the newest commit
@@ -83,7 +83,7 @@ pub struct ReplicationHealth {
     pub lsn_timeout_s: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DrainerHealth {
     /// Whether this process drains.
     pub active: bool,

@@ -9,6 +9,8 @@
 //! - [`drain`]: the drainer that applies the queue to main.
 //! - [`watch`]: the LSN watcher that evicts replicated overlays.
 //! - [`health`]: the health report.
+//! - [`metrics`]: the Prometheus metrics of one engine.
+//! - [`tokens`]: API tokens: creation, listing, revocation, verification.
 //! - [`dead`]: dead-letter operations.
 
 pub mod cache;
@@ -18,11 +20,13 @@ pub mod drain;
 pub mod engine;
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod read;
+pub mod tokens;
 pub mod watch;
 pub mod write;
 
-pub use config::{DrainSettings, SiteConfig, SiteType};
+pub use config::{AuthSettings, DrainSettings, OpenEndpoint, SiteConfig, SiteType};
 pub use engine::Engine;
 pub use error::EngineError;
 pub use read::Consistency;

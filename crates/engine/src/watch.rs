@@ -70,12 +70,14 @@ pub async fn check_once(engine: &Engine, logs: &mut LogState) {
         }
     };
     logs.unreachable = None;
+    engine.metrics.replay_lsn.set(crate::metrics::lsn_gauge(status.lsn));
 
     let mut evicted = 0u64;
     loop {
         match engine.buffer.evict(status.lsn, EVICT_LIMIT, now_ms()).await {
             Ok(ids) => {
                 evicted += ids.len() as u64;
+                engine.metrics.evicted_transactions.inc_by(ids.len() as u64);
                 if !ids.is_empty() {
                     tracing::debug!(transactions = ids.len(), first_transaction = %ids[0], replay_lsn = %status.lsn, "evicted replicated transactions");
                 }

@@ -629,6 +629,25 @@ impl Buffer {
         Ok(released == 1)
     }
 
+    /// Records that the API token `id` was used at `now_ms`.
+    pub async fn record_token_use(&self, id: Uuid, now_ms: i64) -> Result<(), BufferError> {
+        let mut connection = self.connection.clone();
+        self.timed("HSET token_used", connection.hset(self.key("token_used"), id.to_string(), now_ms)).await
+    }
+
+    /// When each API token was last used at this site, in milliseconds
+    /// since the Unix epoch.
+    pub async fn token_last_used(&self, ids: &[Uuid]) -> Result<Vec<Option<i64>>, BufferError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection.clone();
+        let fields: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+        let mut command = redis::cmd("HMGET");
+        command.arg(self.key("token_used")).arg(&fields);
+        self.timed("HMGET token_used", command.query_async(&mut connection)).await
+    }
+
     /// The current lease, if any.
     pub async fn current_lease(&self) -> Result<Option<Lease>, BufferError> {
         let mut connection = self.connection.clone();

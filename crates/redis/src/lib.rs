@@ -21,6 +21,7 @@
 //! | `P:epoch:{table}` | counter | drain epoch, bumped before each batch that touches the table |
 //! | `P:held` | hash | record → ids of dead or blocked transactions touching it |
 //! | `P:drainer`, `P:fence` | string, counter | the drainer lease and its fencing tokens |
+//! | `P:token_used` | hash | API token id → last use in ms since the epoch |
 
 pub mod buffer;
 pub mod scripts;
