@@ -16,11 +16,13 @@ pub struct ApiError {
     pub message: String,
     pub field: Option<String>,
     pub retry_after_s: Option<u64>,
+    /// The `WWW-Authenticate` challenge of a 401 or 403.
+    pub www_authenticate: Option<String>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), field: None, retry_after_s: None }
+        ApiError { status, code, message: message.into(), field: None, retry_after_s: None, www_authenticate: None }
     }
 
     pub fn bad_request(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> ApiError {
@@ -49,6 +51,7 @@ impl From<EngineError> for ApiError {
                     message: w.message,
                     field: w.field.filter(|f| !f.is_empty()),
                     retry_after_s: None,
+                    www_authenticate: None,
                 }
             }
             EngineError::Query(q) => ApiError::bad_request("invalid_query", q.field, q.message),
@@ -95,6 +98,11 @@ impl IntoResponse for ApiError {
             && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        if let Some(challenge) = &self.www_authenticate
+            && let Ok(value) = HeaderValue::from_str(challenge)
+        {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
         }
         response
     }

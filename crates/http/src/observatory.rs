@@ -10,6 +10,7 @@ use opsbuffer_core::value::Value;
 use opsbuffer_engine::Consistency;
 use serde_json::{Map, Value as JsonValue};
 
+use crate::docs::{ErrorResponse, ReadParams};
 use crate::error::ApiError;
 use crate::params::{consistency, provenance, query_pairs, table_query};
 use crate::records::{AppState, fetch_one, render_page};
@@ -21,6 +22,19 @@ const MAX_CHILDREN: usize = 100_000;
 /// `GET /executed_obs_units/{obs_unit_id}`: the executed obs units of an obs
 /// unit, each with its `raw_data_packages` and `raw_data_files`. Filters
 /// and `order=` on executed obs unit columns apply as on `/records`.
+#[utoipa::path(
+    get,
+    path = "/executed_obs_units/{obs_unit_id}",
+    tag = "reads",
+    summary = "Executed obs units of an obs unit, with packages and files",
+    params(("obs_unit_id" = String, Path, description = "The obs unit's id"), ReadParams),
+    responses(
+        (status = 200, description = "Found", body = Vec<Object>),
+        (status = "4XX", description = "Invalid query, unauthorized, or not found", body = ErrorResponse),
+        (status = 503, description = "Local or Redis is unavailable", body = ErrorResponse),
+    ),
+    security(("bearer" = ["read:observations"])),
+)]
 pub async fn executed_obs_units_of(
     State(engine): State<AppState>,
     Path(obs_unit_id): Path<String>,
@@ -58,6 +72,19 @@ pub async fn executed_obs_units_of(
 }
 
 /// `GET /raw_data_files/{id}`.
+#[utoipa::path(
+    get,
+    path = "/raw_data_files/{id}",
+    tag = "reads",
+    summary = "One raw data file",
+    params(("id" = String, Path, description = "The file's id")),
+    responses(
+        (status = 200, description = "Found", body = Object),
+        (status = "4XX", description = "Invalid query, unauthorized, or not found", body = ErrorResponse),
+        (status = 503, description = "Local or Redis is unavailable", body = ErrorResponse),
+    ),
+    security(("bearer" = ["read:observations"])),
+)]
 pub async fn raw_data_file(
     State(engine): State<AppState>,
     Path(id): Path<String>,
@@ -69,6 +96,19 @@ pub async fn raw_data_file(
 }
 
 /// `GET /raw_data_package/{id}`: the package with its `raw_data_files`.
+#[utoipa::path(
+    get,
+    path = "/raw_data_package/{id}",
+    tag = "reads",
+    summary = "One raw data package with its files",
+    params(("id" = String, Path, description = "The package's id")),
+    responses(
+        (status = 200, description = "Found", body = Object),
+        (status = "4XX", description = "Invalid query, unauthorized, or not found", body = ErrorResponse),
+        (status = 503, description = "Local or Redis is unavailable", body = ErrorResponse),
+    ),
+    security(("bearer" = ["read:observations"])),
+)]
 pub async fn raw_data_package(
     State(engine): State<AppState>,
     Path(id): Path<String>,

@@ -3,16 +3,31 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use opsbuffer_engine::health::Health;
 use opsbuffer_redis::TransactionRecord;
 use serde_json::{Value as JsonValue, json};
 use uuid::Uuid;
 
+use crate::docs::{DeadLetterAction, ErrorResponse, ReloadResponse, SchemaResponse, TransactionState};
 use crate::error::ApiError;
 use crate::records::AppState;
 
 /// `GET /health`: 200 even when degraded; 503 only when reads cannot be
 /// served.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    summary = "Reachability, durability, buffer counts, replication lag and the drainer",
+    description = "Open without a token when AUTH_OPEN_ENDPOINTS lists health (the default); otherwise any valid token.",
+    responses(
+        (status = 200, description = "Healthy or degraded; `status` says which", body = Health),
+        (status = 503, description = "Reads cannot be served", body = Health),
+    ),
+    security((), ("bearer" = [])),
+)]
 pub async fn health(State(engine): State<AppState>) -> (StatusCode, Json<JsonValue>) {
     let health = engine.health().await;
     let status = if health.serves_reads { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
@@ -61,6 +76,19 @@ pub fn transaction_json(record: &TransactionRecord) -> JsonValue {
 }
 
 /// `GET /transactions/{id}`.
+#[utoipa::path(
+    get,
+    path = "/transactions/{id}",
+    tag = "operations",
+    summary = "A transaction's state",
+    params(("id" = Uuid, Path, description = "The transaction id")),
+    responses(
+        (status = 200, description = "Done", body = TransactionState),
+        (status = "4XX", description = "Invalid request, unauthorized, or not found", body = ErrorResponse),
+        (status = 503, description = "Redis or local is unavailable", body = ErrorResponse),
+    ),
+    security(("bearer" = ["read:observations"])),
+)]
 pub async fn transaction(State(engine): State<AppState>, Path(id): Path<String>) -> Result<Json<JsonValue>, ApiError> {
     let record = engine.transaction(parse_id(&id)?).await?;
     Ok(Json(transaction_json(&record)))
@@ -68,6 +96,18 @@ pub async fn transaction(State(engine): State<AppState>, Path(id): Path<String>)
 
 /// `GET /buffer/dead`: dead-lettered transactions with main's error, oldest
 /// first.
+#[utoipa::path(
+    get,
+    path = "/buffer/dead",
+    tag = "operations",
+    summary = "Dead-lettered transactions with main's error",
+    responses(
+        (status = 200, description = "Done", body = Vec<TransactionState>),
+        (status = "4XX", description = "Invalid request, unauthorized, or not found", body = ErrorResponse),
+        (status = 503, description = "Redis or local is unavailable", body = ErrorResponse),
+    ),
+    security(("bearer" = ["admin"])),
+)]
 pub async fn dead_letters(State(engine): State<AppState>) -> Result<Json<JsonValue>, ApiError> {
     let dead = engine.dead_letters().await?;
     Ok(Json(JsonValue::Array(dead.iter().map(transaction_json).collect())))
@@ -75,12 +115,37 @@ pub async fn dead_letters(State(engine): State<AppState>) -> Result<Json<JsonVal
 
 /// `GET /buffer/blocked`: transactions held back because they touch a
 /// record of a dead letter, oldest first.
+#[utoipa::path(
+    get,
+    path = "/buffer/blocked",
+    tag = "operations",
+    summary = "Transactions held back by dead letters",
+    responses(
+        (status = 200, description = "Done", body = Vec<TransactionState>),
+        (status = "4XX", description = "Invalid request, unauthorized, or not found", body = ErrorResponse),
+        (status = 503, description = "Redis or local is unavailable", body = ErrorResponse),
+    ),
+    security(("bearer" = ["admin"])),
+)]
 pub async fn blocked(State(engine): State<AppState>) -> Result<Json<JsonValue>, ApiError> {
     let blocked = engine.blocked_transactions().await?;
     Ok(Json(JsonValue::Array(blocked.iter().map(transaction_json).collect())))
 }
 
 /// `POST /buffer/dead/{id}/retry`.
+#[utoipa::path(
+    post,
+    path = "/buffer/dead/{id}/retry",
+    tag = "operations",
+    summary = "Requeue a dead letter ahead of every later transaction",
+    params(("id" = Uuid, Path, description = "The transaction id")),
+    responses(
+        (status = 200, description = "Done", body = DeadLetterAction),
+        (status = "4XX", description = "Invalid request, unauthorized, or not found", body = ErrorResponse),
+        (status = 503, description = "Redis or local is unavailable", body = ErrorResponse),
+    ),
+    security(("bearer" = ["admin"])),
+)]
 pub async fn retry_dead_letter(
     State(engine): State<AppState>,
     Path(id): Path<String>,
@@ -91,6 +156,19 @@ pub async fn retry_dead_letter(
 }
 
 /// `DELETE /buffer/dead/{id}`.
+#[utoipa::path(
+    delete,
+    path = "/buffer/dead/{id}",
+    tag = "operations",
+    summary = "Discard a dead letter and its pending changes",
+    params(("id" = Uuid, Path, description = "The transaction id")),
+    responses(
+        (status = 200, description = "Done", body = DeadLetterAction),
+        (status = "4XX", description = "Invalid request, unauthorized, or not found", body = ErrorResponse),
+        (status = 503, description = "Redis or local is unavailable", body = ErrorResponse),
+    ),
+    security(("bearer" = ["admin"])),
+)]
 pub async fn discard_dead_letter(
     State(engine): State<AppState>,
     Path(id): Path<String>,
@@ -101,8 +179,20 @@ pub async fn discard_dead_letter(
 }
 
 /// `GET /schema`: the tables opsbuffer serves, with columns and keys.
+#[utoipa::path(
+    get,
+    path = "/schema",
+    tag = "operations",
+    summary = "The tables served, with columns and keys",
+    responses(
+        (status = 200, description = "Done", body = SchemaResponse),
+        (status = "4XX", description = "Invalid request, unauthorized, or not found", body = ErrorResponse),
+        (status = 503, description = "Redis or local is unavailable", body = ErrorResponse),
+    ),
+    security(("bearer" = ["read:observations"])),
+)]
 pub async fn schema(State(engine): State<AppState>) -> Json<JsonValue> {
-    let (_, registry) = engine.registry();
+    let registry = engine.client_registry();
     let tables: Vec<JsonValue> = registry
         .tables()
         .iter()
@@ -131,8 +221,36 @@ pub async fn schema(State(engine): State<AppState>) -> Json<JsonValue> {
 }
 
 /// `POST /schema/reload`: reads the catalog again.
+#[utoipa::path(
+    post,
+    path = "/schema/reload",
+    tag = "operations",
+    summary = "Read local's catalog again",
+    responses(
+        (status = 200, description = "Done", body = ReloadResponse),
+        (status = "4XX", description = "Invalid request, unauthorized, or not found", body = ErrorResponse),
+        (status = 503, description = "Redis or local is unavailable", body = ErrorResponse),
+    ),
+    security(("bearer" = ["admin"])),
+)]
 pub async fn reload_schema(State(engine): State<AppState>) -> Result<Json<JsonValue>, ApiError> {
     let count = engine.reload_registry().await?;
     tracing::info!(tables = count, "schema registry reloaded on request");
     Ok(Json(json!({"tables": count})))
+}
+
+/// `GET /metrics`: the engine's metrics in the OpenMetrics text format,
+/// with the buffer gauges read from Redis now.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    summary = "Prometheus metrics",
+    description = "Open without a token when AUTH_OPEN_ENDPOINTS lists metrics (the default); otherwise any valid token.",
+    responses((status = 200, description = "Metrics in the OpenMetrics text format", body = String, content_type = "application/openmetrics-text")),
+    security((), ("bearer" = [])),
+)]
+pub async fn metrics(State(engine): State<AppState>) -> impl IntoResponse {
+    engine.refresh_metrics().await;
+    ([(header::CONTENT_TYPE, opsbuffer_engine::metrics::CONTENT_TYPE)], engine.metrics.encode())
 }

@@ -15,12 +15,26 @@ use opsbuffer_engine::read::MergedPage;
 use serde_json::{Map, Value as JsonValue, json};
 use uuid::Uuid;
 
+use crate::docs::{ErrorResponse, ReadParams, RecordPage};
 use crate::error::ApiError;
 use crate::params::{consistency, param, provenance, query_pairs, table_query};
 
 pub type AppState = Arc<Engine>;
 
 /// `GET /records/{table}`: one page of the merged view.
+#[utoipa::path(
+    get,
+    path = "/records/{table}",
+    tag = "reads",
+    summary = "One page of a table's merged view",
+    params(("table" = String, Path, description = "Model or SQL name of the table"), ReadParams),
+    responses(
+        (status = 200, description = "Found", body = RecordPage),
+        (status = "4XX", description = "Invalid query, unauthorized, or not found", body = ErrorResponse),
+        (status = 503, description = "Local or Redis is unavailable", body = ErrorResponse),
+    ),
+    security(("bearer" = ["read:observations"])),
+)]
 pub async fn list(
     State(engine): State<AppState>,
     Path(table): Path<String>,
@@ -36,6 +50,19 @@ pub async fn list(
 }
 
 /// `GET /records/{table}/{id}`: one merged record, or 404.
+#[utoipa::path(
+    get,
+    path = "/records/{table}/{id}",
+    tag = "reads",
+    summary = "One record of the merged view",
+    params(("table" = String, Path, description = "Model or SQL name of the table"), ("id" = String, Path, description = "Primary key"), ("provenance" = Option<bool>, Query, description = "Add _provenance"), ("consistency" = Option<String>, Query, description = "merged, replica or replicated")),
+    responses(
+        (status = 200, description = "Found", body = Object),
+        (status = "4XX", description = "Invalid query, unauthorized, or not found", body = ErrorResponse),
+        (status = 503, description = "Local or Redis is unavailable", body = ErrorResponse),
+    ),
+    security(("bearer" = ["read:observations"])),
+)]
 pub async fn get(
     State(engine): State<AppState>,
     Path((table, id)): Path<(String, String)>,
@@ -71,6 +98,19 @@ pub async fn fetch_one(
 
 /// `GET /records/{table}/{id}/{child_table}?via=column`: records of the
 /// child table whose `via` column equals the parent's key.
+#[utoipa::path(
+    get,
+    path = "/records/{table}/{id}/{child_table}",
+    tag = "reads",
+    summary = "Child records that refer to one record",
+    params(("table" = String, Path, description = "The parent table"), ("id" = String, Path, description = "The parent's primary key"), ("child_table" = String, Path, description = "The child table"), ("via" = Option<String>, Query, description = "The child's foreign-key column; needed when there are several"), ReadParams),
+    responses(
+        (status = 200, description = "Found", body = RecordPage),
+        (status = "4XX", description = "Invalid query, unauthorized, or not found", body = ErrorResponse),
+        (status = 503, description = "Local or Redis is unavailable", body = ErrorResponse),
+    ),
+    security(("bearer" = ["read:observations"])),
+)]
 pub async fn children(
     State(engine): State<AppState>,
     Path((table, id, child)): Path<(String, String, String)>,

@@ -16,6 +16,7 @@ use opsbuffer_engine::write::Receipt;
 use serde_json::{Map, Value as JsonValue, json};
 use uuid::Uuid;
 
+use crate::docs::{BulkReceipt, ErrorResponse, TransactionReceipt, TransactionRequest, WriteReceipt};
 use crate::error::ApiError;
 use crate::params::{json_body, object_body};
 use crate::records::AppState;
@@ -45,14 +46,27 @@ fn single_answer(receipt: Receipt) -> JsonValue {
 }
 
 /// `POST /transactions`.
+#[utoipa::path(
+    post,
+    path = "/transactions",
+    tag = "writes",
+    summary = "Apply several steps as one transaction",
+    request_body = TransactionRequest,
+    responses(
+        (status = 201, description = "Accepted", body = TransactionReceipt),
+        (status = "4XX", description = "The request is invalid, unauthorized or conflicts with the data; nothing was stored", body = ErrorResponse),
+        (status = 503, description = "The buffer is full or a dependency is unavailable; retry after Retry-After", body = ErrorResponse),
+    ),
+    security(("bearer" = ["write:observations"])),
+)]
 pub async fn transaction(
     State(engine): State<AppState>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<JsonValue>), ApiError> {
     let body = json_body(&body, None)?;
-    let (_, registry) = engine.registry();
+    let registry = engine.client_registry();
     let plan = plan_with(|ctx| plan_transaction(&registry, &body, ctx))?;
-    let receipt = engine.submit(plan).await?;
+    let receipt = submit(&engine, plan).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({"transaction_id": receipt.transaction_id, "ids": receipt.ids, "status": receipt.status})),
@@ -61,6 +75,19 @@ pub async fn transaction(
 
 /// `POST /executed_obs_units/start`: `status` defaults to `running`,
 /// `start_time` to now.
+#[utoipa::path(
+    post,
+    path = "/executed_obs_units/start",
+    tag = "writes",
+    summary = "Start an executed obs unit",
+    request_body(content = Object, description = "Column values of the record", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Accepted", body = WriteReceipt),
+        (status = "4XX", description = "The request is invalid, unauthorized or conflicts with the data; nothing was stored", body = ErrorResponse),
+        (status = 503, description = "The buffer is full or a dependency is unavailable; retry after Retry-After", body = ErrorResponse),
+    ),
+    security(("bearer" = ["write:observations"])),
+)]
 pub async fn start_executed_obs_unit(
     State(engine): State<AppState>,
     body: Bytes,
@@ -73,6 +100,20 @@ pub async fn start_executed_obs_unit(
 
 /// `PUT /executed_obs_units/{id}/finish`: `end_time` defaults to now,
 /// `status` to `completed`; only `completed` or `failed` may be sent.
+#[utoipa::path(
+    put,
+    path = "/executed_obs_units/{id}/finish",
+    tag = "writes",
+    summary = "Finish an executed obs unit",
+    params(("id" = String, Path, description = "The executed obs unit's id")),
+    request_body(content = Option<Object>, description = "Optional column values", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Accepted", body = WriteReceipt),
+        (status = "4XX", description = "The request is invalid, unauthorized or conflicts with the data; nothing was stored", body = ErrorResponse),
+        (status = 503, description = "The buffer is full or a dependency is unavailable; retry after Retry-After", body = ErrorResponse),
+    ),
+    security(("bearer" = ["write:observations"])),
+)]
 pub async fn finish_executed_obs_unit(
     State(engine): State<AppState>,
     Path(id): Path<String>,
@@ -97,6 +138,19 @@ pub async fn finish_executed_obs_unit(
 }
 
 /// `POST /raw_data_files/`.
+#[utoipa::path(
+    post,
+    path = "/raw_data_files/",
+    tag = "writes",
+    summary = "Register a raw data file",
+    request_body(content = Object, description = "Column values of the record", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Accepted", body = WriteReceipt),
+        (status = "4XX", description = "The request is invalid, unauthorized or conflicts with the data; nothing was stored", body = ErrorResponse),
+        (status = 503, description = "The buffer is full or a dependency is unavailable; retry after Retry-After", body = ErrorResponse),
+    ),
+    security(("bearer" = ["write:observations"])),
+)]
 pub async fn create_raw_data_file(
     State(engine): State<AppState>,
     body: Bytes,
@@ -105,7 +159,41 @@ pub async fn create_raw_data_file(
     create_one(&engine, RAW_DATA_FILE, data).await
 }
 
+/// `POST /raw_data_files`, the same as with the trailing slash.
+#[utoipa::path(
+    post,
+    path = "/raw_data_files",
+    tag = "writes",
+    summary = "Register a raw data file",
+    request_body(content = Object, description = "Column values of the record", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Accepted", body = WriteReceipt),
+        (status = "4XX", description = "The request is invalid, unauthorized or conflicts with the data; nothing was stored", body = ErrorResponse),
+        (status = 503, description = "The buffer is full or a dependency is unavailable; retry after Retry-After", body = ErrorResponse),
+    ),
+    security(("bearer" = ["write:observations"])),
+)]
+pub async fn create_raw_data_file_without_slash(
+    state: State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<JsonValue>), ApiError> {
+    create_raw_data_file(state, body).await
+}
+
 /// `POST /raw_data_files/bulk`: a list of files, or `{"files": [...]}`.
+#[utoipa::path(
+    post,
+    path = "/raw_data_files/bulk",
+    tag = "writes",
+    summary = "Register many raw data files in one transaction",
+    request_body(content = Vec<Object>, description = "A list of files, or {\"files\": [...]}", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Accepted", body = BulkReceipt),
+        (status = "4XX", description = "The request is invalid, unauthorized or conflicts with the data; nothing was stored", body = ErrorResponse),
+        (status = 503, description = "The buffer is full or a dependency is unavailable; retry after Retry-After", body = ErrorResponse),
+    ),
+    security(("bearer" = ["write:observations"])),
+)]
 pub async fn create_raw_data_files(
     State(engine): State<AppState>,
     body: Bytes,
@@ -131,7 +219,7 @@ pub async fn create_raw_data_files(
     }
     let table = engine.table(RAW_DATA_FILE)?;
     let changes = plan_with(|ctx| plan_bulk_create(&table, &rows, "", ctx))?;
-    let receipt = engine.submit(single_step(StepOp::BulkCreate, table, changes)).await?;
+    let receipt = submit(&engine, single_step(StepOp::BulkCreate, table, changes)).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -144,6 +232,19 @@ pub async fn create_raw_data_files(
 }
 
 /// `POST /raw_data_package/`.
+#[utoipa::path(
+    post,
+    path = "/raw_data_package/",
+    tag = "writes",
+    summary = "Create a raw data package",
+    request_body(content = Object, description = "Column values of the record", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Accepted", body = WriteReceipt),
+        (status = "4XX", description = "The request is invalid, unauthorized or conflicts with the data; nothing was stored", body = ErrorResponse),
+        (status = 503, description = "The buffer is full or a dependency is unavailable; retry after Retry-After", body = ErrorResponse),
+    ),
+    security(("bearer" = ["write:observations"])),
+)]
 pub async fn create_raw_data_package(
     State(engine): State<AppState>,
     body: Bytes,
@@ -152,8 +253,43 @@ pub async fn create_raw_data_package(
     create_one(&engine, RAW_DATA_PACKAGE, data).await
 }
 
+/// `POST /raw_data_package`, the same as with the trailing slash.
+#[utoipa::path(
+    post,
+    path = "/raw_data_package",
+    tag = "writes",
+    summary = "Create a raw data package",
+    request_body(content = Object, description = "Column values of the record", content_type = "application/json"),
+    responses(
+        (status = 201, description = "Accepted", body = WriteReceipt),
+        (status = "4XX", description = "The request is invalid, unauthorized or conflicts with the data; nothing was stored", body = ErrorResponse),
+        (status = 503, description = "The buffer is full or a dependency is unavailable; retry after Retry-After", body = ErrorResponse),
+    ),
+    security(("bearer" = ["write:observations"])),
+)]
+pub async fn create_raw_data_package_without_slash(
+    state: State<AppState>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<JsonValue>), ApiError> {
+    create_raw_data_package(state, body).await
+}
+
 /// `PUT /raw_data_package/{id}/finalize`: sets `status` to `finalized` and
 /// `finalized_at` to now unless the body says otherwise.
+#[utoipa::path(
+    put,
+    path = "/raw_data_package/{id}/finalize",
+    tag = "writes",
+    summary = "Finalize a raw data package",
+    params(("id" = String, Path, description = "The package's id")),
+    request_body(content = Option<Object>, description = "Optional column values", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Accepted", body = WriteReceipt),
+        (status = "4XX", description = "The request is invalid, unauthorized or conflicts with the data; nothing was stored", body = ErrorResponse),
+        (status = 503, description = "The buffer is full or a dependency is unavailable; retry after Retry-After", body = ErrorResponse),
+    ),
+    security(("bearer" = ["write:observations"])),
+)]
 pub async fn finalize_raw_data_package(
     State(engine): State<AppState>,
     Path(id): Path<String>,
@@ -172,7 +308,7 @@ async fn create_one(
 ) -> Result<(StatusCode, Json<JsonValue>), ApiError> {
     let table = engine.table(table)?;
     let change = plan_with(|ctx| plan_create(&table, &data, "", ctx))?;
-    let receipt = engine.submit(single_step(StepOp::Create, table, vec![change])).await?;
+    let receipt = submit(&engine, single_step(StepOp::Create, table, vec![change])).await?;
     Ok((StatusCode::CREATED, Json(single_answer(receipt))))
 }
 
@@ -184,8 +320,16 @@ async fn update_one(
 ) -> Result<Json<JsonValue>, ApiError> {
     let table = engine.table(table)?;
     let change = plan_with(|_| plan_update(&table, &JsonValue::String(id.to_owned()), &data, "", ""))?;
-    let receipt = engine.submit(single_step(StepOp::Update, table, vec![change])).await?;
+    let receipt = submit(&engine, single_step(StepOp::Update, table, vec![change])).await?;
     Ok(Json(single_answer(receipt)))
+}
+
+/// Submits a plan and records its transaction id in the request span, so
+/// the request's log line names it.
+async fn submit(engine: &Engine, plan: Plan) -> Result<Receipt, ApiError> {
+    let receipt = engine.submit(plan).await?;
+    tracing::Span::current().record("transaction_id", tracing::field::display(receipt.transaction_id));
+    Ok(receipt)
 }
 
 /// The current time in RFC 3339 with microseconds, as a default value.
