@@ -14,11 +14,20 @@ pub enum DeadCommand {
     /// List dead-lettered transactions and the transactions they block.
     List,
     /// Show one dead letter: main's error and the records it writes.
-    Show { id: Uuid },
+    Show {
+        /// The transaction id.
+        id: Uuid,
+    },
     /// Requeue a dead letter ahead of every later transaction (after fixing its cause).
-    Retry { id: Uuid },
+    Retry {
+        /// The transaction id.
+        id: Uuid,
+    },
     /// Discard a dead letter and its pending changes; the merged view stops showing them.
-    Discard { id: Uuid },
+    Discard {
+        /// The transaction id.
+        id: Uuid,
+    },
 }
 
 /// Arguments shared by the operator commands.

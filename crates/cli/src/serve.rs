@@ -17,6 +17,8 @@ pub async fn run(settings: ServiceSettings, listen: SocketAddr) -> anyhow::Resul
     tracing::info!(
         site = %config.site_name,
         site_type = %config.site_type,
+        auth_required = config.auth.required,
+        open_endpoints = ?config.auth.open_endpoints.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
         main = %redact_url(&config.main.url),
         local = %redact_url(&config.local.url),
         redis = %redact_url(&config.redis.url),

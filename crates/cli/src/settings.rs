@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use opsbuffer_engine::config::{parse_duration, validate_site_name};
-use opsbuffer_engine::{DrainSettings, SiteConfig, SiteType};
+use opsbuffer_engine::{AuthSettings, DrainSettings, OpenEndpoint, SiteConfig, SiteType};
 use opsbuffer_pg::PgSettings;
 use opsbuffer_redis::BufferSettings;
 
@@ -20,6 +20,14 @@ fn site_type(text: &str) -> Result<SiteType, String> {
 
 fn site_name(text: &str) -> Result<String, String> {
     validate_site_name(text).map(|_| text.to_owned())
+}
+
+/// The endpoints `AUTH_OPEN_ENDPOINTS` leaves open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenEndpoints(pub Vec<OpenEndpoint>);
+
+fn open_endpoints(text: &str) -> Result<OpenEndpoints, String> {
+    OpenEndpoint::parse_list(text).map(OpenEndpoints)
 }
 
 /// Where the databases and Redis are.
@@ -112,20 +120,17 @@ pub struct ServiceSettings {
     #[arg(long, env = "STARTUP_TIMEOUT", default_value = "30s", value_parser = duration)]
     pub startup_timeout: Duration,
 
-    /// How long replicated and discarded transactions stay readable through GET /transactions/{id}.
-    #[arg(long, env = "TRANSACTION_RETENTION", default_value = "7d", value_parser = retention)]
+    /// How long replicated and discarded transactions stay readable through GET /transactions/{id} (e.g. 7d, 12h).
+    #[arg(long, env = "TRANSACTION_RETENTION", default_value = "7d", value_parser = duration)]
     pub transaction_retention: Duration,
-}
 
-fn retention(text: &str) -> Result<Duration, String> {
-    match text.strip_suffix('d') {
-        Some(days) => days
-            .trim()
-            .parse::<u64>()
-            .map(|d| Duration::from_secs(d * 86_400))
-            .map_err(|_| format!("invalid retention {text:?}: expected e.g. 7d or 12h")),
-        None => parse_duration(text),
-    }
+    /// Require `Authorization: Bearer <token>` on every request (true or false); false is for local development and tests only.
+    #[arg(long, env = "AUTH_REQUIRED", default_value_t = true, action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new())]
+    pub auth_required: bool,
+
+    /// Comma-separated endpoints that respond without a token even when AUTH_REQUIRED is true: health, metrics, docs (/openapi.json and /docs), or none.
+    #[arg(long, env = "AUTH_OPEN_ENDPOINTS", default_value = "health,metrics,docs", value_parser = open_endpoints)]
+    pub auth_open_endpoints: OpenEndpoints,
 }
 
 impl Connections {
@@ -157,6 +162,31 @@ impl Connections {
     }
 }
 
+impl Connections {
+    /// The configuration of an engine that a one-off command (status,
+    /// query, token) starts: these connections, the service's defaults for
+    /// the rest, and a start-up wait of `DB_CONNECT_TIMEOUT`.
+    pub fn site_config(&self) -> SiteConfig {
+        let local =
+            if self.site_type == SiteType::Main && self.local_db_url.is_empty() { self.main() } else { self.local() };
+        SiteConfig {
+            site_name: self.site_name.clone(),
+            site_type: self.site_type,
+            main: self.main(),
+            local,
+            redis: self.buffer(opsbuffer_redis::DEFAULT_RETENTION),
+            schemas: self.db_schemas.clone(),
+            lsn_check_interval: Duration::from_millis(100),
+            lsn_timeout: Duration::from_secs(30),
+            drain: DrainSettings::default(),
+            max_pending: 0,
+            allow_unsafe_redis: false,
+            startup_timeout: self.db_connect_timeout,
+            auth: AuthSettings::default(),
+        }
+    }
+}
+
 impl ServiceSettings {
     pub fn site_config(&self) -> SiteConfig {
         let c = &self.connections;
@@ -181,6 +211,7 @@ impl ServiceSettings {
             max_pending: self.max_pending_transactions,
             allow_unsafe_redis: self.redis_allow_unsafe_persistence,
             startup_timeout: self.startup_timeout,
+            auth: AuthSettings { required: self.auth_required, open_endpoints: self.auth_open_endpoints.0.clone() },
         }
     }
 }

@@ -127,6 +127,8 @@ impl ApiProcess {
             .env("REDIS_URL", &connections.redis_url)
             .env("SITE_NAME", site_name)
             .env("SITE_TYPE", "secondary")
+            // The demo's client sends no token.
+            .env("AUTH_REQUIRED", "false")
             .env("API_LISTEN", format!("127.0.0.1:{port}"))
             .env("DB_CONNECT_TIMEOUT", millis(connections.db_connect_timeout))
             .env("DB_STATEMENT_TIMEOUT", millis(connections.db_statement_timeout))
