@@ -91,7 +91,7 @@ done < <("$SERVICES" env)
 # 3. The machine, and anything heavy that runs beside the measurement.
 cpu_model=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//' || true)
 memory_kib=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)
-busy=$(pgrep -a -x 'cargo|rustc' | cut -c1-120 || true)
+busy=$(pgrep -a -x 'cargo|rustc' | cut -c1-100 | paste -sd ';' - || true)
 echo "# opsbuffer benchmark: $scenario${args[*]:+ ${args[*]}}"
 echo
 echo "- machine: $(nproc) cores (${cpu_model:-unknown CPU}), $((memory_kib / 1024)) MiB memory, Linux $(uname -r)"

@@ -62,6 +62,9 @@ async fn measure_drain(context: &Context, service: &Service, latency: Duration) 
     let first = *applied.iter().min().context("no applied transaction")?;
     let last = *applied.iter().max().context("no applied transaction")?;
     let after_first = applied.iter().filter(|t| **t > first).count();
+    let mut batches = applied.clone();
+    batches.sort_unstable();
+    batches.dedup();
 
     let mut row = ResultRow::new(format!("drain, {} ms one-way latency added", latency.as_millis()));
     row.n = Some(applied.len());
@@ -69,6 +72,15 @@ async fn measure_drain(context: &Context, service: &Service, latency: Duration) 
         row.throughput_per_s = Some(after_first as f64 * 1000.0 / (last - first) as f64);
     } else {
         row.note("every transaction was applied in the first batch, so no rate from first to last");
+    }
+    // The drainer marks every transaction of a batch applied with one time,
+    // so the distinct times count the batches.
+    row.note(format!("{} batches", batches.len()));
+    if batches.len() < 3 {
+        row.note(format!(
+            "only {} distinct apply times: too few batches for a rate, so buffer more transactions",
+            batches.len()
+        ));
     }
     row.note(format!(
         "{} single-record transactions buffered with main down, then main up; rate from the first applied to the last applied",
