@@ -481,6 +481,10 @@ impl Buffer {
     async fn members_of(&self, set: &str) -> Result<Vec<TransactionRecord>, BufferError> {
         let mut connection = self.connection.clone();
         let ids: Vec<String> = self.timed("list", connection.zrange(self.key(set), 0, -1)).await?;
+        // redis-rs rejects an empty pipeline with "empty command".
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for id in &ids {
             pipe.hgetall(self.key(&format!("tx:{id}")));
@@ -643,9 +647,7 @@ impl Buffer {
         }
         let mut connection = self.connection.clone();
         let fields: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-        let mut command = redis::cmd("HMGET");
-        command.arg(self.key("token_used")).arg(&fields);
-        self.timed("HMGET token_used", command.query_async(&mut connection)).await
+        self.timed("HMGET token_used", connection.hmget(self.key("token_used"), fields)).await
     }
 
     /// The current lease, if any.
