@@ -95,10 +95,8 @@ pub async fn run(
         println!("configuration file: {}", file.path.display());
     }
     println!("precedence: flag > environment > file > default\n");
-    let rows: Vec<Vec<String>> = effective(matches, file)
-        .into_iter()
-        .map(|s| vec![s.key, text_table::cell(&s.value), s.source.to_owned()])
-        .collect();
+    let rows: Vec<Vec<String>> =
+        effective(matches, file).into_iter().map(|s| vec![s.key, s.value, s.source.to_owned()]).collect();
     print!("{}", text_table::render(&["setting", "value", "source"], &rows));
 
     let config = serve.settings.site_config();

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use opsbuffer_engine::{DrainSettings, Engine, SiteConfig, SiteType};
+use opsbuffer_engine::{AuthSettings, DrainSettings, Engine, OpenEndpoint, SiteConfig, SiteType};
 use opsbuffer_pg::PgSettings;
 use opsbuffer_proxy::FaultProxy;
 use opsbuffer_redis::BufferSettings;
@@ -213,6 +213,9 @@ pub struct SiteOptions {
     pub drain: DrainSettings,
     pub max_pending: u64,
     pub lsn_check_interval: Duration,
+    /// Who may call the API. Authentication is off by default, so
+    /// scenario tests need no token; `SiteOptions::with_auth` turns it on.
+    pub auth: AuthSettings,
 }
 
 impl Default for SiteOptions {
@@ -231,7 +234,16 @@ impl Default for SiteOptions {
             },
             max_pending: 0,
             lsn_check_interval: Duration::from_millis(20),
+            auth: AuthSettings::disabled(),
         }
+    }
+}
+
+impl SiteOptions {
+    /// The defaults with bearer tokens required and `open` endpoints left
+    /// open, as `AUTH_REQUIRED=true` and `AUTH_OPEN_ENDPOINTS` set them.
+    pub fn with_auth(open: &[OpenEndpoint]) -> SiteOptions {
+        SiteOptions { auth: AuthSettings { required: true, open_endpoints: open.to_vec() }, ..SiteOptions::default() }
     }
 }
 
@@ -285,6 +297,7 @@ impl TestSite {
             max_pending: options.max_pending,
             allow_unsafe_redis: false,
             startup_timeout: Duration::from_secs(20),
+            auth: options.auth.clone(),
         };
         let engine = Engine::start(config).await.expect("engine starts");
         let mut tasks = Vec::new();
@@ -304,7 +317,22 @@ impl TestSite {
 
     /// Sends a request and returns the status and JSON body.
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(method, path, body, None).await
+    }
+
+    /// Sends a request with `Authorization: Bearer <token>` when a token is
+    /// given, and returns the status and JSON body.
+    pub async fn call_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -476,4 +504,38 @@ where
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Runs the `opsbuffer` binary with only the given environment (plus
+/// `PATH`), so variables of the calling shell cannot change the result.
+/// Returns the exit status, standard output and standard error.
+pub async fn run_opsbuffer(args: &[&str], env: &[(&str, String)]) -> (std::process::ExitStatus, String, String) {
+    let mut command = tokio::process::Command::new(opsbuffer_binary());
+    command.args(args).env_clear().env("NO_COLOR", "1");
+    if let Ok(path) = std::env::var("PATH") {
+        command.env("PATH", path);
+    }
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("opsbuffer {args:?} did not finish within 120 s"))
+        .unwrap_or_else(|e| panic!("cannot run opsbuffer {args:?}: {e}"));
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The environment that points the `opsbuffer` binary at the services,
+/// for the site `site_name`.
+pub fn service_env(site_name: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("MAIN_DB_URL", main_url()),
+        ("LOCAL_DB_URL", local_url()),
+        ("REDIS_URL", redis_url()),
+        ("SITE_NAME", site_name.to_owned()),
+    ]
 }
