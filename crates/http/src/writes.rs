@@ -308,7 +308,7 @@ async fn create_one(
 ) -> Result<(StatusCode, Json<JsonValue>), ApiError> {
     let table = engine.table(table)?;
     let change = plan_with(|ctx| plan_create(&table, &data, "", ctx))?;
-    let receipt = submit(&engine, single_step(StepOp::Create, table, vec![change])).await?;
+    let receipt = submit(engine, single_step(StepOp::Create, table, vec![change])).await?;
     Ok((StatusCode::CREATED, Json(single_answer(receipt))))
 }
 
@@ -320,7 +320,7 @@ async fn update_one(
 ) -> Result<Json<JsonValue>, ApiError> {
     let table = engine.table(table)?;
     let change = plan_with(|_| plan_update(&table, &JsonValue::String(id.to_owned()), &data, "", ""))?;
-    let receipt = submit(&engine, single_step(StepOp::Update, table, vec![change])).await?;
+    let receipt = submit(engine, single_step(StepOp::Update, table, vec![change])).await?;
     Ok(Json(single_answer(receipt)))
 }
 
