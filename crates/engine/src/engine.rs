@@ -84,6 +84,18 @@ impl Engine {
     /// schema registry from local, waiting up to `startup_timeout` for
     /// each service to answer.
     pub async fn start(config: SiteConfig) -> Result<Arc<Engine>, EngineError> {
+        let engine = Engine::unchecked(config)?;
+        if engine.config.site_type == SiteType::Secondary {
+            engine.check_redis_durability().await?;
+        }
+        engine.reload_registry_waiting().await?;
+        Ok(engine)
+    }
+
+    /// Builds the engine without contacting any service and with an empty
+    /// schema registry: enough for [`Engine::health`] while a service is
+    /// down (`opsbuffer status`), not for reads or writes.
+    pub fn unchecked(config: SiteConfig) -> Result<Arc<Engine>, EngineError> {
         config.drain.validate().map_err(|message| EngineError::unavailable("invalid_configuration", message, 0))?;
         let local = Reader::new(pool(&config.local)?, "local", config.local.statement_timeout + Duration::from_secs(1));
         let main = Reader::new(pool(&config.main)?, "main", config.main.connect_timeout + Duration::from_secs(1));
@@ -112,11 +124,6 @@ impl Engine {
             tokens: TokenCache::default(),
             config,
         });
-
-        if engine.config.site_type == SiteType::Secondary {
-            engine.check_redis_durability().await?;
-        }
-        engine.reload_registry_waiting().await?;
         Ok(engine)
     }
 

@@ -135,7 +135,7 @@ pub async fn authorize(
             return unauthorized(code, rejection.to_string(), Some("invalid_token")).into_response();
         }
     };
-    tracing::Span::current().record("token_id", principal.token_id.as_str());
+    tracing::Span::current().record("token_id", tracing::field::display(&principal.token_id));
     if let Some(scope) = access.scope()
         && !principal.allows(scope)
     {

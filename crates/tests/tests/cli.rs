@@ -111,6 +111,27 @@ async fn status_prints_the_health_table() {
 }
 
 #[tokio::test]
+async fn status_reports_an_unreachable_service() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut env = service_env("status-unreachable");
+    env.retain(|(name, _)| *name != "REDIS_URL");
+    env.push(("REDIS_URL", format!("redis://127.0.0.1:{port}")));
+    env.push(("REDIS_TIMEOUT", "1s".to_owned()));
+    let (status, table, stderr) = run_opsbuffer(&["status"], &env).await;
+    assert!(status.success(), "{stderr}");
+    let redis = table.lines().find(|l| l.starts_with("redis ")).unwrap_or_else(|| panic!("{table}"));
+    assert!(redis.contains("UNREACHABLE"), "{redis}");
+    let main = table.lines().find(|l| l.starts_with("main ")).unwrap_or_else(|| panic!("{table}"));
+    assert!(main.contains("reachable"), "{main}");
+    assert!(!main.contains("UNREACHABLE"), "{main}");
+    assert!(table.contains("problem: Redis is unreachable"), "{table}");
+}
+
+#[tokio::test]
 async fn query_prints_the_merged_view() {
     let _replay = REPLAY.read().await;
     let admin = admin().await;

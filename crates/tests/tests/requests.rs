@@ -1,0 +1,40 @@
+//! The request layer: request ids and route templates in the metrics.
+
+use opsbuffer_tests::{SiteOptions, TestSite};
+
+#[tokio::test]
+async fn request_id_is_returned() {
+    let site = TestSite::start(SiteOptions::default()).await;
+    let response = site.http.get(format!("{}/schema", site.base)).send().await.unwrap();
+    let generated = response.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&generated).is_ok(), "{generated}");
+
+    let response =
+        site.http.get(format!("{}/schema", site.base)).header("x-request-id", "batch-42.a").send().await.unwrap();
+    assert_eq!(response.headers()["x-request-id"], "batch-42.a", "the client's id is kept");
+
+    let response = site
+        .http
+        .get(format!("{}/schema", site.base))
+        .header("x-request-id", "bad id with spaces")
+        .send()
+        .await
+        .unwrap();
+    let replaced = response.headers()["x-request-id"].to_str().unwrap();
+    assert!(uuid::Uuid::parse_str(replaced).is_ok(), "an id unfit for logs is replaced: {replaced}");
+    site.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_paths_share_one_route_label() {
+    let site = TestSite::start(SiteOptions::default()).await;
+    for path in ["/nothing/here", "/or/here"] {
+        let (status, body) = site.get(path).await;
+        assert_eq!(status, 404);
+        assert_eq!(body["error"]["code"], "no_route");
+    }
+    let text = site.http.get(format!("{}/metrics", site.base)).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#"opsbuffer_http_requests_total{method="GET",route="unmatched",status="404"} 2"#), "{text}");
+    assert!(!text.contains("/nothing/here"), "unknown paths must not become labels");
+    site.stop().await;
+}
