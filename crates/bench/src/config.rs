@@ -173,7 +173,7 @@ pub struct Settings {
     /// Short unique text in site names and record names of this run.
     pub run_tag: String,
     pub sizes: Sizes,
-    /// Maximum wait of the eviction scenario for a running test suite or
-    /// demo to finish before it skips, because it pauses replay.
+    /// Maximum wait for a running test suite or demo to finish before each
+    /// scenario. The eviction scenario then skips, because it pauses replay.
     pub wait_for_tests: Duration,
 }

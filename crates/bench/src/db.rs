@@ -267,6 +267,29 @@ pub async fn resume_replay_if_paused(local_admin_url: &str) {
     }
 }
 
+/// Waits up to `limit` until no test suite or demo runs; returns whether
+/// none runs. Both pause replay and restart Redis, which would disturb a
+/// measurement, and a measurement that pauses replay would disturb them.
+pub async fn wait_for_test_suite(limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut announced = false;
+    loop {
+        let users = replay_users();
+        if users.is_empty() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            eprintln!("load: still running after {limit:?}: {}", users.join(", "));
+            return false;
+        }
+        if !announced {
+            eprintln!("load: waiting for these to finish: {}", users.join(", "));
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
 /// Processes that pause replay themselves or need it running: the test
 /// suite and the demo. Read from `/proc/*/cmdline`.
 pub fn replay_users() -> Vec<String> {

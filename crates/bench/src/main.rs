@@ -30,7 +30,7 @@ use serde_json::{Map, Value, json};
 use crate::config::{Settings, Sizes, Urls};
 use crate::db::Databases;
 use crate::redis_probe::RedisProbe;
-use crate::report::Report;
+use crate::report::{Report, load_average};
 use crate::scenarios::Context;
 use crate::service::{LIVE_SITES, Main};
 
@@ -85,7 +85,7 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = MainChoice::Both)]
     main: MainChoice,
 
-    /// Maximum wait of the eviction scenario, in seconds, for a running test suite or demo to finish before it skips.
+    /// Maximum wait, in seconds, for a running test suite or demo to finish before each scenario; then the eviction scenario skips and the others go on with a warning.
     #[arg(long, global = true, default_value_t = 600)]
     wait_for_tests: u64,
 
@@ -250,25 +250,37 @@ async fn run(cli: Cli, urls: Urls) -> anyhow::Result<()> {
         MainChoice::Up => &[Main::Up],
         MainChoice::Both => &[Main::Down, Main::Up],
     };
-    let all = cli.scenario == Scenario::All;
-    if all || cli.scenario == Scenario::Writes {
+    let selected = |scenario: Scenario| cli.scenario == Scenario::All || cli.scenario == scenario;
+    if selected(Scenario::Writes) {
+        before_scenario(&context).await;
         scenarios::writes::run(&context, &mut report, states).await?;
     }
-    if all || cli.scenario == Scenario::Search {
+    if selected(Scenario::Search) {
+        before_scenario(&context).await;
         scenarios::search::run(&context, &mut report).await?;
     }
-    if all || cli.scenario == Scenario::Drain {
+    if selected(Scenario::Drain) {
+        before_scenario(&context).await;
         scenarios::drain::run(&context, &mut report).await?;
     }
-    if all || cli.scenario == Scenario::Eviction {
+    if selected(Scenario::Eviction) {
         scenarios::eviction::run(&context, &mut report).await?;
     }
-    if all || cli.scenario == Scenario::Memory {
+    if selected(Scenario::Memory) {
+        before_scenario(&context).await;
         scenarios::memory::run(&context, &mut report).await?;
     }
 
     println!("\nLoad average at the end: {}", load_average());
     report.write_json(&header)
+}
+
+/// Waits for a running test suite or demo to finish, and goes on with a
+/// warning in the output when it does not finish in time.
+async fn before_scenario(context: &Context) {
+    if !db::wait_for_test_suite(context.settings.wait_for_tests).await {
+        println!("\n> Warning: the test suite or the demo ran during the next scenario, so its figures are disturbed.");
+    }
 }
 
 /// Applies the binary's own migrations to main, directly (not through a
@@ -354,13 +366,6 @@ fn memory_total() -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
     let kib: u64 = line.trim_start_matches("MemTotal:").trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib * 1024)
-}
-
-/// Returns the 1, 5 and 15 minute load averages of `/proc/loadavg`.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 fn modified_time(path: &Path) -> Option<String> {

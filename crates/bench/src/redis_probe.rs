@@ -12,9 +12,11 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// Keys per SCAN step and per UNLINK or MEMORY USAGE pipeline.
 const BATCH: usize = 1_000;
 
+/// Opens a new connection for each call, so a restart of Redis between
+/// calls (which the heavy tests do) costs one call, not the rest of the run.
 #[derive(Clone)]
 pub struct RedisProbe {
-    connection: MultiplexedConnection,
+    client: redis::Client,
 }
 
 /// Memory figures of one site's keys and of the whole Redis instance.
@@ -28,21 +30,27 @@ pub struct MemorySnapshot {
 }
 
 impl RedisProbe {
+    /// Checks the URL and that Redis responds.
     pub async fn connect(url: &str) -> anyhow::Result<RedisProbe> {
         let client = redis::Client::open(url).context("invalid REDIS_URL")?;
+        let probe = RedisProbe { client };
+        probe.connection().await?;
+        Ok(probe)
+    }
+
+    async fn connection(&self) -> anyhow::Result<MultiplexedConnection> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(TIMEOUT));
-        let connection = client
+        self.client
             .get_multiplexed_async_connection_with_config(&config)
             .await
-            .context("cannot connect to Redis; run scripts/services.sh start")?;
-        Ok(RedisProbe { connection })
+            .context("cannot connect to Redis; run scripts/services.sh start")
     }
 
     /// Lists every key of a site with SCAN (not KEYS, which blocks Redis).
     pub async fn site_keys(&self, site: &str) -> anyhow::Result<Vec<String>> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection().await?;
         let pattern = format!("{}:*", site_prefix(site));
         let mut cursor: u64 = 0;
         let mut keys = Vec::new();
@@ -68,7 +76,7 @@ impl RedisProbe {
     }
 
     pub async fn memory(&self, site: &str) -> anyhow::Result<MemorySnapshot> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection().await?;
         let keys = self.site_keys(site).await?;
         let mut site_bytes = 0u64;
         for chunk in keys.chunks(BATCH) {
@@ -91,7 +99,7 @@ impl RedisProbe {
 
     /// Removes every key of a site; returns how many there were.
     pub async fn delete_site(&self, site: &str) -> anyhow::Result<usize> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection().await?;
         let keys = self.site_keys(site).await?;
         for chunk in keys.chunks(BATCH) {
             let _: u64 = redis::cmd("UNLINK").arg(chunk).query_async(&mut connection).await.context("UNLINK failed")?;

@@ -131,15 +131,19 @@ impl Report {
         Report { rows: Vec::new(), json_path }
     }
 
-    /// Prints a section heading and the table header.
+    /// Prints a section heading with the current load average, because
+    /// builds or tests beside the measurement change its figures, and the
+    /// table header.
     pub fn section(&self, title: &str) {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "\n### {title}\n\n{HEADER}");
+        let _ = writeln!(out, "\n### {title}\n\nLoad average at the start: {}\n\n{HEADER}", load_average());
         let _ = out.flush();
     }
 
-    /// Prints the row and keeps it for the JSON file.
-    pub fn add(&mut self, row: ResultRow) {
+    /// Prints the row and keeps it, with the load average at its end, for
+    /// the JSON file.
+    pub fn add(&mut self, mut row: ResultRow) {
+        row.value("load_average", load_average());
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "{}", row.markdown());
         let _ = out.flush();
@@ -155,6 +159,13 @@ impl Report {
         let text = serde_json::to_string_pretty(&document)?;
         std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
     }
+}
+
+/// Returns the 1, 5 and 15 minute load averages of `/proc/loadavg`.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use anyhow::{Context as _, bail};
 use serde_json::Value;
 
 use super::{Context, start_units, wait_for_state};
-use crate::db::{REPLAY_PAUSED, parse_lsn, replay_lsn, replay_users, set_replay_paused};
+use crate::db::{REPLAY_PAUSED, parse_lsn, replay_lsn, replay_users, set_replay_paused, wait_for_test_suite};
 use crate::measure::{Measurement, percentile};
 use crate::report::{Report, ResultRow};
 use crate::service::{Main, Service, with_service};
@@ -26,7 +26,7 @@ const DEFAULT_LSN_CHECK_INTERVAL: &str = "0.1";
 
 pub async fn run(context: &Context, report: &mut Report) -> anyhow::Result<()> {
     report.section("Eviction delay");
-    if !wait_until_replay_is_free(context.settings.wait_for_tests).await {
+    if !wait_for_test_suite(context.settings.wait_for_tests).await {
         let mut row = ResultRow::new("eviction delay after replay");
         row.note(
             "skipped: the test suite or the demo was running, and this scenario pauses replay on the shared replica",
@@ -42,24 +42,6 @@ pub async fn run(context: &Context, report: &mut Report) -> anyhow::Result<()> {
     crate::db::resume_replay_if_paused(&context.settings.urls.local_admin).await;
     report.add(result?);
     Ok(())
-}
-
-/// Waits up to `limit` until no test suite or demo runs; returns whether
-/// replay is free to pause.
-async fn wait_until_replay_is_free(limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        let users = replay_users();
-        if users.is_empty() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            eprintln!("load: skipping the eviction scenario; still running: {}", users.join(", "));
-            return false;
-        }
-        eprintln!("load: waiting for these to finish before pausing replay: {}", users.join(", "));
-        tokio::time::sleep(Duration::from_secs(5)).await;
-    }
 }
 
 async fn measure(context: &Context, service: &Service) -> anyhow::Result<ResultRow> {

@@ -46,22 +46,22 @@ pub async fn run(context: &Context, report: &mut Report) -> anyhow::Result<()> {
     );
 
     eprintln!("load: search with overlays in the queried table");
-    let rows = with_service(&context.settings, &context.redis, "search", Main::Down, async |service: &Service| {
-        let mut rows = Vec::new();
+    with_service(&context.settings, &context.redis, "search", Main::Down, async |service: &Service| {
         let mut buffered = 0;
         for &level in &sizes.overlay_levels {
             fill_files(context, service, &layout, buffered, level).await?;
             buffered = level;
             let scope = format!("{level} overlays in raw_data_file");
-            rows.extend(search_rows(context, service, &layout, &scope, &query_note).await?);
+            for row in search_rows(context, service, &layout, &scope, &query_note).await? {
+                report.add(row);
+            }
         }
-        rows.extend(get_rows(context, service, &layout, &format!("{buffered} overlays in raw_data_file")).await?);
-        Ok(rows)
+        for row in get_rows(context, service, &layout, &format!("{buffered} overlays in raw_data_file")).await? {
+            report.add(row);
+        }
+        Ok(())
     })
     .await?;
-    for row in rows {
-        report.add(row);
-    }
 
     eprintln!("load: get by id without other overlays");
     let rows = with_service(&context.settings, &context.redis, "get", Main::Down, async |service: &Service| {

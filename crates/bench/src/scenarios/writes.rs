@@ -23,23 +23,19 @@ pub async fn run(context: &Context, report: &mut Report, states: &[Main]) -> any
             Main::Up => ("writes-up", "main up"),
         };
         eprintln!("load: writes with {label}");
-        let rows = with_service(&context.settings, &context.redis, tag, main, async |service: &Service| {
-            measure_writes(context, service, label).await
+        with_service(&context.settings, &context.redis, tag, main, async |service: &Service| {
+            measure_writes(context, service, label, report).await
         })
         .await?;
-        for row in rows {
-            report.add(row);
-        }
     }
     Ok(())
 }
 
-async fn measure_writes(context: &Context, service: &Service, label: &str) -> anyhow::Result<Vec<ResultRow>> {
+async fn measure_writes(context: &Context, service: &Service, label: &str, report: &mut Report) -> anyhow::Result<()> {
     let sizes = &context.settings.sizes;
     let budget = sizes.max_measurement;
     let api = &service.api;
     let reference = &context.reference;
-    let mut rows = Vec::new();
     let drain_note = match label {
         "main down" => "main unreachable, so the drain does not run",
         _ => "main reachable on loopback, so the drain runs at the same time",
@@ -56,7 +52,7 @@ async fn measure_writes(context: &Context, service: &Service, label: &str) -> an
         units.push(ids.into_iter().map(|created| created.id).collect::<Vec<_>>());
         let mut row = ResultRow::latency(format!("single create ({label})"), &measurement, budget);
         row.note("POST /executed_obs_units/start").note(drain_note);
-        rows.push(row);
+        report.add(row);
     }
 
     let all_units: Vec<String> = units.concat();
@@ -82,7 +78,7 @@ async fn measure_writes(context: &Context, service: &Service, label: &str) -> an
             row.note(format!("{:.0} files/s", rate * sizes.files_per_bulk as f64));
         }
         row.note("POST /raw_data_files/bulk").note(drain_note);
-        rows.push(row);
+        report.add(row);
     }
 
     // Each finish closes a unit started above, one finish per unit.
@@ -91,9 +87,9 @@ async fn measure_writes(context: &Context, service: &Service, label: &str) -> an
         measurement.check("finish")?;
         let mut row = ResultRow::latency(format!("finish ({label})"), &measurement, budget);
         row.note("PUT /executed_obs_units/{id}/finish of a unit started in this run").note(drain_note);
-        rows.push(row);
+        report.add(row);
     }
-    Ok(rows)
+    Ok(())
 }
 
 async fn finish_units(service: &Service, clients: usize, units: &[String], budget: std::time::Duration) -> Measurement {
