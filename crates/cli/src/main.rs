@@ -251,6 +251,13 @@ mod tests {
     }
 
     #[test]
+    fn file_lists_split_like_flags() {
+        let args = parse_with_file(&["serve"], "db_schemas = [\"public\", \"ops\"]\nauth_required = false\n");
+        assert_eq!(args.settings.connections.db_schemas, vec!["public".to_owned(), "ops".to_owned()]);
+        assert!(!args.settings.auth_required);
+    }
+
+    #[test]
     fn file_with_unknown_key_is_rejected() {
         let path = std::env::temp_dir().join(format!("opsbuffer-test-{}.toml", uuid::Uuid::now_v7()));
         std::fs::write(&path, "drain_retry_maximum = \"4s\"\n").unwrap();
