@@ -63,8 +63,11 @@ pub const VERIFICATION_CACHE_TTL: Duration = Duration::from_secs(5);
 /// process.
 pub const LAST_USED_PRECISION: Duration = Duration::from_secs(60);
 
-/// Most cached verifications; beyond it the cache is emptied.
+/// Maximum number of cached verifications; beyond it the cache is emptied.
 const MAX_CACHED: usize = 10_000;
+
+/// Maximum number of tokens a list returns.
+const MAX_LISTED: usize = 1_000_000;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -340,16 +343,22 @@ impl Engine {
     /// `token_id` or primary key.
     async fn token_rows(&self, filter: Option<(&str, Value)>) -> Result<Vec<TokenRow>, EngineError> {
         let table = self.token_table()?;
-        let mut query = Query::all(&table, opsbuffer_core::query::MAX_LIMIT);
+        let mut conditions = Vec::new();
         if let Some((column, value)) = filter {
             let position = table.column_position(column).ok_or_else(|| {
                 EngineError::Internal(format!(
                     "the {TOKEN_TABLE} table has no {column} column; run `opsbuffer migrate`"
                 ))
             })?;
-            query.conditions.push(Condition::eq(position, value));
+            conditions.push(Condition::eq(position, value));
         }
-        let page = self.query(&table, &query, Consistency::Merged).await?;
+        let page = if conditions.is_empty() {
+            // A list follows the cursors through every token.
+            self.query_all(&table, conditions, MAX_LISTED).await?
+        } else {
+            let query = Query { conditions, ..Query::all(&table, 2) };
+            self.query(&table, &query, Consistency::Merged).await?
+        };
         Ok(page.page.records.iter().filter_map(|r| TokenRow::from_json(&r.row.to_json(&table))).collect())
     }
 

@@ -43,6 +43,7 @@ async fn run(engine: Arc<Engine>) {
 pub struct LogState {
     unreachable: Option<Instant>,
     overdue: Option<Instant>,
+    stats_failed: Option<Instant>,
 }
 
 const REPEAT_LOG_EVERY: Duration = Duration::from_secs(60);
@@ -106,7 +107,12 @@ pub async fn check_once(engine: &Engine, logs: &mut LogState) {
             }
             late
         }),
-        Err(_) => false,
+        Err(error) => {
+            if due(&mut logs.stats_failed) {
+                tracing::warn!(%error, "LSN watcher cannot read the buffer counts from Redis; overdue transactions are not reported until it can");
+            }
+            false
+        }
     };
 
     let mut replication = engine.replication_status.lock().expect("replication status lock");
