@@ -59,6 +59,8 @@ pub struct Engine {
     pub main: Reader,
     pub buffer: Buffer,
     registry: RwLock<(u64, Arc<Registry>)>,
+    /// The registry less [`INTERNAL_TABLES`], rebuilt with `registry`.
+    client_registry: RwLock<Arc<Registry>>,
     registry_generation: AtomicU64,
     pub(crate) cache: OverlayCache,
     /// Applies writes at a main site, one transaction at a time so commit
@@ -109,6 +111,7 @@ impl Engine {
             main,
             buffer,
             registry: RwLock::new((0, Arc::new(Registry::default()))),
+            client_registry: RwLock::new(Arc::new(Registry::default())),
             registry_generation: AtomicU64::new(0),
             cache: OverlayCache::default(),
             main_writer: tokio::sync::Mutex::new(writer),
@@ -198,7 +201,9 @@ impl Engine {
                 .await?;
         let count = registry.tables().len();
         let id = self.registry_generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let client_registry = registry.without(|t| INTERNAL_TABLES.contains(&t.name.as_str()));
         *self.registry.write().expect("registry lock") = (id, Arc::new(registry));
+        *self.client_registry.write().expect("client registry lock") = Arc::new(client_registry);
         self.cache.clear();
         Ok(count)
     }
@@ -211,8 +216,7 @@ impl Engine {
 
     /// The registry clients see: every table but [`INTERNAL_TABLES`].
     pub fn client_registry(&self) -> Arc<Registry> {
-        let (_, registry) = self.registry();
-        Arc::new(registry.without(|t| INTERNAL_TABLES.contains(&t.name.as_str())))
+        self.client_registry.read().expect("client registry lock").clone()
     }
 
     /// Resolves a table clients may name, by model or SQL name, or answers
