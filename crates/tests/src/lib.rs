@@ -216,6 +216,12 @@ pub struct SiteOptions {
     /// Who may call the API. Authentication is off by default, so
     /// scenario tests need no token; `SiteOptions::with_auth` turns it on.
     pub auth: AuthSettings,
+    pub lsn_timeout: Duration,
+    /// Another local database than the replica (for example main itself).
+    pub local_url: Option<String>,
+    /// Another Redis than the project's.
+    pub redis_url: Option<String>,
+    pub allow_unsafe_redis: bool,
 }
 
 impl Default for SiteOptions {
@@ -235,6 +241,10 @@ impl Default for SiteOptions {
             max_pending: 0,
             lsn_check_interval: Duration::from_millis(20),
             auth: AuthSettings::disabled(),
+            lsn_timeout: Duration::from_secs(30),
+            local_url: None,
+            redis_url: None,
+            allow_unsafe_redis: false,
         }
     }
 }
@@ -244,6 +254,35 @@ impl SiteOptions {
     /// open, as `AUTH_REQUIRED=true` and `AUTH_OPEN_ENDPOINTS` set them.
     pub fn with_auth(open: &[OpenEndpoint]) -> SiteOptions {
         SiteOptions { auth: AuthSettings { required: true, open_endpoints: open.to_vec() }, ..SiteOptions::default() }
+    }
+}
+
+/// The configuration of a test site whose main is reached at `main`.
+pub fn site_config(options: &SiteOptions, site_name: &str, main: &str) -> SiteConfig {
+    let local = match (&options.local_url, options.site_type) {
+        (Some(url), _) => url.clone(),
+        (None, SiteType::Main) => main.to_owned(),
+        (None, SiteType::Secondary) => local_url(),
+    };
+    SiteConfig {
+        site_name: site_name.to_owned(),
+        site_type: options.site_type,
+        main: pg_settings("main", main),
+        local: pg_settings("local", &local),
+        redis: BufferSettings {
+            url: options.redis_url.clone().unwrap_or_else(redis_url),
+            site: site_name.to_owned(),
+            timeout: Duration::from_secs(5),
+            retention: Duration::from_secs(3600),
+        },
+        schemas: vec!["public".into()],
+        lsn_check_interval: options.lsn_check_interval,
+        lsn_timeout: options.lsn_timeout,
+        drain: options.drain.clone(),
+        max_pending: options.max_pending,
+        allow_unsafe_redis: options.allow_unsafe_redis,
+        startup_timeout: Duration::from_secs(20),
+        auth: options.auth.clone(),
     }
 }
 
@@ -278,27 +317,7 @@ impl TestSite {
             Some(p) => replace_host_port(&main_url(), p.address()),
             None => main_url(),
         };
-        let local = if options.site_type == SiteType::Main { main.clone() } else { local_url() };
-        let config = SiteConfig {
-            site_name: site_name.clone(),
-            site_type: options.site_type,
-            main: pg_settings("main", &main),
-            local: pg_settings("local", &local),
-            redis: BufferSettings {
-                url: redis_url(),
-                site: site_name.clone(),
-                timeout: Duration::from_secs(5),
-                retention: Duration::from_secs(3600),
-            },
-            schemas: vec!["public".into()],
-            lsn_check_interval: options.lsn_check_interval,
-            lsn_timeout: Duration::from_secs(30),
-            drain: options.drain.clone(),
-            max_pending: options.max_pending,
-            allow_unsafe_redis: false,
-            startup_timeout: Duration::from_secs(20),
-            auth: options.auth.clone(),
-        };
+        let config = site_config(&options, &site_name, &main);
         let engine = Engine::start(config).await.expect("engine starts");
         let mut tasks = Vec::new();
         if options.background && options.site_type == SiteType::Secondary {
