@@ -16,6 +16,9 @@ pub struct Measurement {
     pub clients: usize,
     /// Latencies of the successful requests, sorted.
     pub latencies: Vec<Duration>,
+    /// Send time (from the start of the run) and latency of each successful
+    /// request, in send order.
+    pub timeline: Vec<(Duration, Duration)>,
     pub errors: usize,
     pub first_error: Option<String>,
     /// From the first request sent to the last one finished.
@@ -54,9 +57,32 @@ impl Measurement {
         Ok(())
     }
 
-    /// Remarks for the notes column: errors and an early stop.
+    /// The median latency of the first and of the last tenth of the
+    /// requests by send time, which shows whether latency drifts during the
+    /// run (as the buffer grows, for example). `None` below 100 requests.
+    pub fn drift(&self) -> Option<(Duration, Duration)> {
+        let tenth = self.timeline.len() / 10;
+        if tenth < 10 {
+            return None;
+        }
+        let median = |part: &[(Duration, Duration)]| {
+            let mut latencies: Vec<Duration> = part.iter().map(|(_, latency)| *latency).collect();
+            latencies.sort_unstable();
+            percentile(&latencies, 0.5)
+        };
+        Some((median(&self.timeline[..tenth])?, median(&self.timeline[self.timeline.len() - tenth..])?))
+    }
+
+    /// Remarks for the notes column: errors, an early stop and the drift.
     pub fn remarks(&self, budget: Duration) -> Vec<String> {
         let mut remarks = Vec::new();
+        if let Some((first, last)) = self.drift() {
+            remarks.push(format!(
+                "p50 of the first and last 10 % of requests {:.2} and {:.2} ms",
+                first.as_secs_f64() * 1000.0,
+                last.as_secs_f64() * 1000.0
+            ));
+        }
         if self.stopped_by_budget {
             remarks.push(format!("stopped by the {} s time budget", budget.as_secs()));
         }
@@ -93,7 +119,7 @@ where
         let request = request.clone();
         let next = next.clone();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
+            let mut timeline = Vec::new();
             let mut errors = 0;
             let mut first_error = None;
             let mut stopped_by_budget = false;
@@ -106,21 +132,23 @@ where
                 if index >= total {
                     break;
                 }
+                let sent = started.elapsed();
                 match request(index).await {
-                    Ok(latency) => latencies.push(latency),
+                    Ok(latency) => timeline.push((sent, latency)),
                     Err(error) => {
                         errors += 1;
                         first_error.get_or_insert_with(|| format!("{error:#}"));
                     }
                 }
             }
-            (latencies, errors, first_error, stopped_by_budget, Instant::now())
+            (timeline, errors, first_error, stopped_by_budget, Instant::now())
         }));
     }
 
     let mut measurement = Measurement {
         clients,
         latencies: Vec::with_capacity(total),
+        timeline: Vec::with_capacity(total),
         errors: 0,
         first_error: None,
         wall: Duration::ZERO,
@@ -129,8 +157,8 @@ where
     let mut last_finish = started;
     for task in tasks {
         match task.await {
-            Ok((latencies, errors, first_error, stopped, finished)) => {
-                measurement.latencies.extend(latencies);
+            Ok((timeline, errors, first_error, stopped, finished)) => {
+                measurement.timeline.extend(timeline);
                 measurement.errors += errors;
                 if measurement.first_error.is_none() {
                     measurement.first_error = first_error;
@@ -145,6 +173,8 @@ where
         }
     }
     measurement.wall = last_finish - started;
+    measurement.timeline.sort_unstable_by_key(|(sent, _)| *sent);
+    measurement.latencies = measurement.timeline.iter().map(|(_, latency)| *latency).collect();
     measurement.latencies.sort_unstable();
     measurement
 }
@@ -187,6 +217,23 @@ mod tests {
         assert_eq!(seen, (0..50).collect::<Vec<_>>());
         assert_eq!(measurement.count(), 50);
         assert!(!measurement.stopped_by_budget);
+    }
+
+    #[test]
+    fn drift_compares_first_and_last_tenth() {
+        let timeline: Vec<(Duration, Duration)> = (0..100u64)
+            .map(|i| (Duration::from_millis(i), Duration::from_millis(if i < 50 { 1 } else { 9 })))
+            .collect();
+        let measurement = Measurement {
+            clients: 1,
+            latencies: Vec::new(),
+            timeline,
+            errors: 0,
+            first_error: None,
+            wall: Duration::ZERO,
+            stopped_by_budget: false,
+        };
+        assert_eq!(measurement.drift(), Some((Duration::from_millis(1), Duration::from_millis(9))));
     }
 
     #[tokio::test]

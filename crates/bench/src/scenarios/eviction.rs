@@ -78,6 +78,7 @@ async fn measure(context: &Context, service: &Service) -> anyhow::Result<ResultR
     let measurement = Measurement {
         clients: 1,
         latencies: delays.clone(),
+        timeline: Vec::new(),
         errors: 0,
         first_error: None,
         wall: Duration::ZERO,

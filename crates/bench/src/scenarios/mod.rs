@@ -177,6 +177,14 @@ pub async fn wait_for_state(
     }
 }
 
+/// Returns the transactions the service reports queued or blocked on
+/// `/health`: the buffer a write has to join.
+pub async fn pending_transactions(api: &Api) -> anyhow::Result<u64> {
+    let health = api.get_json("/health").await?;
+    let count = |field: &str| health["buffer"][field].as_u64().unwrap_or(0);
+    Ok(count("queued") + count("blocked"))
+}
+
 /// The size in bytes of a record's JSON as `GET /records/{table}/{id}`
 /// returns it.
 pub async fn record_json_size(api: &Api, table: &str, id: &str) -> anyhow::Result<usize> {

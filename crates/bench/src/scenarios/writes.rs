@@ -6,7 +6,8 @@
 
 use std::sync::Arc;
 
-use super::{Context, register_files, start_units};
+use super::{Context, pending_transactions, register_files, start_units};
+use crate::api::Api;
 use crate::measure::{Measurement, closed_loop};
 use crate::report::{Report, ResultRow};
 use crate::service::{Main, Service, with_service};
@@ -47,17 +48,19 @@ async fn measure_writes(context: &Context, service: &Service, label: &str, repor
     // Single creates; their ids are the units of the bulk writes and finishes.
     let mut units = Vec::new();
     for (clients, total) in [(1, sizes.single_one), (sizes.clients, sizes.single_many)] {
+        let pending = pending_transactions(api).await?;
         let (measurement, ids) = start_units(api, reference, clients, total, budget).await;
         measurement.check("single create")?;
         units.push(ids.into_iter().map(|created| created.id).collect::<Vec<_>>());
         let mut row = ResultRow::latency(format!("single create ({label})"), &measurement, budget);
-        row.note("POST /executed_obs_units/start").note(drain_note);
+        row.note("POST /executed_obs_units/start").note(drain_note).note(pending_note(api, pending).await?);
         report.add(row);
     }
 
     let all_units: Vec<String> = units.concat();
     let mut offset = 0;
     for (clients, total) in [(1, sizes.bulk_one), (sizes.clients, sizes.bulk_many)] {
+        let pending = pending_transactions(api).await?;
         let measurement = register_files(
             api,
             reference,
@@ -77,19 +80,29 @@ async fn measure_writes(context: &Context, service: &Service, label: &str, repor
         if let Some(rate) = measurement.throughput() {
             row.note(format!("{:.0} files/s", rate * sizes.files_per_bulk as f64));
         }
-        row.note("POST /raw_data_files/bulk").note(drain_note);
+        row.note("POST /raw_data_files/bulk").note(drain_note).note(pending_note(api, pending).await?);
         report.add(row);
     }
 
     // Each finish closes a unit started above, one finish per unit.
     for (clients, targets) in [(1, &units[0]), (sizes.clients, &units[1])] {
+        let pending = pending_transactions(api).await?;
         let measurement = finish_units(service, clients, targets, budget).await;
         measurement.check("finish")?;
         let mut row = ResultRow::latency(format!("finish ({label})"), &measurement, budget);
-        row.note("PUT /executed_obs_units/{id}/finish of a unit started in this run").note(drain_note);
+        row.note("PUT /executed_obs_units/{id}/finish of a unit started in this run")
+            .note(drain_note)
+            .note(pending_note(api, pending).await?);
         report.add(row);
     }
     Ok(())
+}
+
+/// Describes the buffer before and after a series, because a write's cost
+/// may depend on how many transactions are pending.
+async fn pending_note(api: &Api, before: u64) -> anyhow::Result<String> {
+    let after = pending_transactions(api).await?;
+    Ok(format!("{before} transactions pending before, {after} after"))
 }
 
 async fn finish_units(service: &Service, clients: usize, units: &[String], budget: std::time::Duration) -> Measurement {
