@@ -77,6 +77,10 @@ struct Cli {
     #[arg(long, global = true)]
     clients: Option<usize>,
 
+    /// Requests per merged-search and get-by-id measurement.
+    #[arg(long, global = true)]
+    samples: Option<usize>,
+
     /// Single-record transactions buffered before each drain.
     #[arg(long, global = true)]
     drain_transactions: Option<usize>,
@@ -209,6 +213,10 @@ async fn run(cli: Cli, urls: Urls) -> anyhow::Result<()> {
     }
     if let Some(clients) = cli.clients {
         sizes.clients = clients.max(1);
+    }
+    if let Some(samples) = cli.samples {
+        sizes.search_samples = samples.max(1);
+        sizes.get_samples = samples.max(1);
     }
     if let Some(count) = cli.drain_transactions {
         sizes.drain_transactions = count.max(1);
