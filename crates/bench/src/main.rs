@@ -89,7 +89,7 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = MainChoice::Both)]
     main: MainChoice,
 
-    /// Maximum wait, in seconds, for a running test suite or demo to finish before each scenario; then the eviction scenario skips and the others go on with a warning.
+    /// Maximum wait, in seconds, for a running test suite or demo to finish before each scenario. After it the eviction scenario is skipped and the others run with a warning.
     #[arg(long, global = true, default_value_t = 600)]
     wait_for_tests: u64,
 

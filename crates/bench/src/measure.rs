@@ -57,9 +57,9 @@ impl Measurement {
         Ok(())
     }
 
-    /// The median latency of the first and of the last tenth of the
-    /// requests by send time, which shows whether latency drifts during the
-    /// run (as the buffer grows, for example). `None` below 100 requests.
+    /// Returns the median latency of the first and of the last tenth of
+    /// the requests by send time, which shows whether latency drifts during
+    /// the run (as the buffer grows, for example). `None` below 100 requests.
     pub fn drift(&self) -> Option<(Duration, Duration)> {
         let tenth = self.timeline.len() / 10;
         if tenth < 10 {
