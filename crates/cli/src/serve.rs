@@ -24,6 +24,9 @@ pub async fn run(settings: ServiceSettings, listen: SocketAddr) -> anyhow::Resul
         redis = %redact_url(&config.redis.url),
         "starting opsbuffer"
     );
+    // Listen for signals before anything starts, so a SIGTERM that arrives
+    // during start-up shuts down cleanly instead of killing the process.
+    let shutdown_requested = shutdown_signal()?;
     let engine = Engine::start(config).await.context("start-up failed")?;
 
     let mut background = Vec::new();
@@ -38,7 +41,7 @@ pub async fn run(settings: ServiceSettings, listen: SocketAddr) -> anyhow::Resul
     let shutdown_engine = engine.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
-            shutdown_signal().await;
+            shutdown_requested.await;
             tracing::info!("shutting down: no new requests; finishing the batch in flight");
             shutdown_engine.shut_down();
         })
@@ -53,26 +56,21 @@ pub async fn run(settings: ServiceSettings, listen: SocketAddr) -> anyhow::Resul
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers for SIGTERM and Ctrl-C now and returns a future that
+/// completes when either arrives.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    let interrupt = tokio::signal::ctrl_c();
+    Ok(async move {
+        #[cfg(unix)]
+        let terminated = terminate.recv();
+        #[cfg(not(unix))]
+        let terminated = std::future::pending::<Option<()>>();
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminated => {}
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = terminate => {}
-    }
+    })
 }

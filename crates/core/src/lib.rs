@@ -7,11 +7,13 @@
 //! - [`row`]: records as rows of values, and their JSON forms.
 //! - [`overlay`]: pending changes of one record and how they merge.
 //! - [`query`]: conditions, order, limit and keyset cursors.
+//! - [`check`]: CHECK constraints evaluated in Rust.
 //! - [`lsn`]: WAL positions.
 //! - [`merge`]: one page of the merged view from local rows and overlays.
 //! - [`sql`]: the SQL that reads local rows for a query.
 //! - [`tx`]: client transactions, checked and turned into changes.
 
+pub mod check;
 pub mod lsn;
 pub mod merge;
 pub mod overlay;

@@ -111,6 +111,9 @@ pub struct UniqueKey {
 pub struct CheckConstraint {
     pub name: String,
     pub expression: String,
+    /// The expression compiled for evaluation in Rust, when its form allows;
+    /// otherwise PostgreSQL on local evaluates it.
+    pub compiled: Option<crate::check::CheckExpr>,
 }
 
 #[derive(Debug, Clone)]

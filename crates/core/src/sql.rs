@@ -60,23 +60,39 @@ impl<'t> Builder<'t> {
         }
     }
 
+    /// The column for equality tests. Under a deterministic collation two
+    /// strings are equal exactly when their bytes are, so text needs no
+    /// `COLLATE "C"` here, and leaving it out lets PostgreSQL use the
+    /// column's indexes.
+    // NOTE: a column declared with a nondeterministic collation would compare
+    // differently here than in the merge.
+    fn column_for_equality(&self, position: usize) -> String {
+        let column = &self.table.columns[position];
+        let name = format!("{ALIAS}.{}", quote_ident(&column.name));
+        match &column.ty {
+            ColumnType::Json => format!("{name}::jsonb"),
+            _ => name,
+        }
+    }
+
     fn condition(&mut self, condition: &Condition) -> String {
         let ty = self.table.columns[condition.column].ty.clone();
         let column = self.column(condition.column);
-        let compare = |b: &mut Self, op: &str| {
+        let equality_column = self.column_for_equality(condition.column);
+        let compare = |b: &mut Self, column: &str, op: &str| {
             let p = b.param(&condition.values[0], &ty);
             format!("{column} {op} {p}")
         };
         let expression = match condition.op {
-            Operator::Eq => compare(self, "="),
-            Operator::Neq => compare(self, "<>"),
-            Operator::Lt => compare(self, "<"),
-            Operator::Lte => compare(self, "<="),
-            Operator::Gt => compare(self, ">"),
-            Operator::Gte => compare(self, ">="),
+            Operator::Eq => compare(self, &equality_column, "="),
+            Operator::Neq => compare(self, &equality_column, "<>"),
+            Operator::Lt => compare(self, &column, "<"),
+            Operator::Lte => compare(self, &column, "<="),
+            Operator::Gt => compare(self, &column, ">"),
+            Operator::Gte => compare(self, &column, ">="),
             Operator::In => {
                 let p = self.array_param(&condition.values, &ty);
-                format!("{column} = ANY({p})")
+                format!("{equality_column} = ANY({p})")
             }
             Operator::IsNull => format!("{column} IS NULL"),
             Operator::IsTrue => format!("{column} IS TRUE"),

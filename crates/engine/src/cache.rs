@@ -76,8 +76,9 @@ pub struct RecordState {
     pub created: bool,
     /// Whether the record ends deleted.
     pub deleted: bool,
-    /// The merged value of a created record that is not deleted.
-    pub merged: Option<Row>,
+    /// The merged value of a created record that is not deleted, when it
+    /// differs from the create's row; see [`RecordState::merged`].
+    combined: Option<Row>,
     /// For a record without a create: the last pending value of each
     /// patched column, sorted by column.
     pub patched: Vec<(usize, Value)>,
@@ -88,6 +89,10 @@ impl RecordState {
         let created = overlay.has_create();
         let merged = if created { overlay.apply(None) } else { None };
         let deleted = if created { merged.is_none() } else { overlay.ends_deleted() };
+        // Most created records have only their create pending; their merged
+        // value is the create's row, kept once.
+        let single_create = matches!(overlay.entries(), [only] if matches!(only.change, Change::Create(_)));
+        let combined = if single_create { None } else { merged };
         let mut patched: Vec<(usize, Value)> = Vec::new();
         if !created {
             for entry in overlay.entries() {
@@ -101,13 +106,28 @@ impl RecordState {
                 }
             }
         }
-        RecordState { overlay, created, deleted, merged, patched }
+        RecordState { overlay, created, deleted, combined, patched }
+    }
+
+    /// The merged value of a created record that is not deleted.
+    pub fn merged(&self) -> Option<&Row> {
+        if !self.created || self.deleted {
+            return None;
+        }
+        match (&self.combined, self.overlay.entries()) {
+            (Some(row), _) => Some(row),
+            (None, [only]) => match &only.change {
+                Change::Create(row) => Some(row),
+                _ => None,
+            },
+            (None, _) => None,
+        }
     }
 
     /// The column's value as the buffer alone determines it: from the
     /// merged row of a created record, or from a pending patch.
     pub fn known_value(&self, column: usize) -> Option<&Value> {
-        match &self.merged {
+        match self.merged() {
             Some(row) => Some(row.get(column)),
             None => self.patched.binary_search_by_key(&column, |(c, _)| *c).ok().map(|i| &self.patched[i].1),
         }

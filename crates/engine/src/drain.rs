@@ -209,6 +209,23 @@ impl Drainer {
             Some(lease) => lease,
             None => return Pass::Idle,
         };
+        // Reading a batch costs Redis work and bumps the drain epochs that
+        // readers check, so first make sure there is work and main answers.
+        match self.engine.buffer.queue_length().await {
+            Ok(0) => return Pass::Idle,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "drainer could not read the queue length");
+                self.engine.metrics.observe_retry("redis");
+                return Pass::Backoff;
+            }
+        }
+        if let Err(error) = self.writer.ensure_connected().await {
+            tracing::warn!(attempt = self.backoff.attempt + 1, error = %error.message, "main is unreachable; queued transactions wait");
+            self.engine.metrics.observe_retry("connection");
+            self.set_error(&error.message);
+            return Pass::Backoff;
+        }
         let batch_size = self.engine.config.drain.batch_size;
         let selection = match self.engine.buffer.select_batch(&lease, batch_size, now_ms()).await {
             Ok(selection) => selection,

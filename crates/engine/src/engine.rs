@@ -1,6 +1,7 @@
 //! The engine: the state one site's service shares between requests and
 //! background tasks, and its start-up.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -63,6 +64,9 @@ pub struct Engine {
     client_registry: RwLock<Arc<Registry>>,
     registry_generation: AtomicU64,
     pub(crate) cache: OverlayCache,
+    /// When local last showed each referenced record, by (table, key); see
+    /// `Engine::merged_exists`.
+    pub(crate) seen_in_local: Mutex<HashMap<(String, String), Instant>>,
     /// Applies writes at a main site, one transaction at a time so commit
     /// order is acknowledgement order.
     pub(crate) main_writer: tokio::sync::Mutex<Writer>,
@@ -114,6 +118,7 @@ impl Engine {
             client_registry: RwLock::new(Arc::new(Registry::default())),
             registry_generation: AtomicU64::new(0),
             cache: OverlayCache::default(),
+            seen_in_local: Mutex::new(HashMap::new()),
             main_writer: tokio::sync::Mutex::new(writer),
             queued: Notify::new(),
             applied: Notify::new(),

@@ -43,6 +43,12 @@ use crate::cache::{RecordState, TableSnapshot, TableView};
 use crate::engine::Engine;
 use crate::error::EngineError;
 
+/// How long local's showing a referenced record is trusted without asking
+/// again, and how many such records are remembered before old ones are
+/// dropped.
+const SEEN_IN_LOCAL_FOR: Duration = Duration::from_secs(5);
+const SEEN_IN_LOCAL_MAX: usize = 100_000;
+
 /// How many times a read is repeated when a drain overlapped it.
 const MAX_READ_ATTEMPTS: usize = 20;
 
@@ -290,6 +296,65 @@ impl Engine {
         Ok(out)
     }
 
+    /// Whether records of `table` exist in the merged view, and whether local
+    /// has each, for foreign-key checks. A record local showed within
+    /// `SEEN_IN_LOCAL_FOR` is taken to be there still without a query;
+    /// deletes through opsbuffer show in the overlays at once, and the
+    /// acknowledge script refuses a reference to a record whose delete
+    /// reached local.
+    // NOTE: a delete made on main outside opsbuffer can go unseen for up to
+    // SEEN_IN_LOCAL_FOR; main then rejects the child and it is dead-lettered.
+    pub(crate) async fn merged_exists(
+        &self,
+        table: &Arc<Table>,
+        keys: &[String],
+    ) -> Result<HashMap<String, (bool, bool)>, EngineError> {
+        let now = Instant::now();
+        let (recent, unknown): (Vec<String>, Vec<String>) = {
+            let mut seen = self.seen_in_local.lock().expect("seen_in_local lock");
+            if seen.len() > SEEN_IN_LOCAL_MAX {
+                seen.retain(|_, at| now.duration_since(*at) < SEEN_IN_LOCAL_FOR);
+            }
+            keys.iter().cloned().partition(|k| {
+                seen.get(&(table.name.clone(), k.clone())).is_some_and(|at| now.duration_since(*at) < SEEN_IN_LOCAL_FOR)
+            })
+        };
+        let snapshot = async {
+            if self.is_secondary() {
+                Ok(Some(self.overlay_snapshot(&[table], &[None]).await?.remove(0)))
+            } else {
+                Ok(None)
+            }
+        };
+        let local = async {
+            if unknown.is_empty() {
+                Ok(HashMap::new())
+            } else {
+                self.local.rows_by_key(table, &unknown).await.map_err(EngineError::from)
+            }
+        };
+        let (snapshot, local_rows): (Option<TableSnapshot>, HashMap<String, Row>) = tokio::try_join!(snapshot, local)?;
+        {
+            let mut seen = self.seen_in_local.lock().expect("seen_in_local lock");
+            for key in local_rows.keys() {
+                seen.insert((table.name.clone(), key.clone()), now);
+            }
+        }
+
+        let mut out = HashMap::with_capacity(keys.len());
+        for key in keys {
+            let in_local = recent.contains(key) || local_rows.contains_key(key);
+            let overlay = snapshot.as_ref().and_then(|s| s.view.get(key));
+            let exists = match overlay {
+                None => in_local,
+                Some(state) if state.created => !state.deleted,
+                Some(state) => in_local && !state.deleted,
+            };
+            out.insert(key.clone(), (exists, in_local));
+        }
+        Ok(out)
+    }
+
     /// The overlays of `tables`, from the cache kept current by Redis, with
     /// the equality index of `indexed[i]` built for `tables[i]`.
     pub(crate) async fn overlay_snapshot(
@@ -353,7 +418,7 @@ fn plan_overlays<'v>(
 ) -> OverlayPlan<'v> {
     let mut created = Vec::new();
     let mut consider_created = |key: &String, state: &RecordState| {
-        if let Some(row) = &state.merged
+        if let Some(row) = state.merged()
             && query.matches(row)
         {
             created.push(MergedRecord { key: key.clone(), row: row.clone(), source: Source::of(&state.overlay) });

@@ -72,6 +72,24 @@ struct Staged {
     created_here: bool,
 }
 
+impl Checked {
+    /// Keeps the first of identical preconditions (a bulk step refers to
+    /// the same parent from every row), so the script checks each once.
+    fn dedup_preconditions(&mut self) {
+        let mut seen = std::collections::HashSet::new();
+        let mut kept = Vec::with_capacity(self.preconditions.len());
+        let mut paths = Vec::with_capacity(self.preconditions.len());
+        for (precondition, path) in self.preconditions.drain(..).zip(self.precondition_paths.drain(..)) {
+            if seen.insert((precondition.table.clone(), precondition.key.clone(), precondition.rule)) {
+                kept.push(precondition);
+                paths.push(path);
+            }
+        }
+        self.preconditions = kept;
+        self.precondition_paths = paths;
+    }
+}
+
 /// A row a step creates or updates, as it will be after the step.
 struct WrittenRow {
     table: Arc<Table>,
@@ -307,6 +325,7 @@ impl Engine {
         self.check_constraints(&updated).await?;
         checked.touched.sort();
         checked.touched.dedup();
+        checked.dedup_preconditions();
         Ok(checked)
     }
 
@@ -315,14 +334,17 @@ impl Engine {
     /// referenced records.
     async fn prefetch(&self, plan: &Plan) -> Result<HashMap<(String, String), (Option<Row>, bool)>, EngineError> {
         let (_, registry) = self.registry();
-        let mut wanted: HashMap<String, (Arc<Table>, HashSet<String>)> = HashMap::new();
-        let mut want = |table: &Arc<Table>, key: String| {
-            wanted.entry(table.name.clone()).or_insert_with(|| (table.clone(), HashSet::new())).1.insert(key);
+        // Records the steps change, whose rows the checks need, and records
+        // foreign keys refer to, whose existence is enough.
+        let mut rows_wanted: HashMap<String, (Arc<Table>, HashSet<String>)> = HashMap::new();
+        let mut refs_wanted: HashMap<String, (Arc<Table>, HashSet<String>)> = HashMap::new();
+        let add = |map: &mut HashMap<String, (Arc<Table>, HashSet<String>)>, table: &Arc<Table>, key: String| {
+            map.entry(table.name.clone()).or_insert_with(|| (table.clone(), HashSet::new())).1.insert(key);
         };
         for step in &plan.steps {
             for change in &step.changes {
                 if !change.generated_key {
-                    want(&step.table, change.key.clone());
+                    add(&mut rows_wanted, &step.table, change.key.clone());
                 }
                 let (row, patched): (Option<&Row>, Option<Vec<usize>>) = match &change.change {
                     Change::Create(row) => (Some(row), None),
@@ -350,19 +372,42 @@ impl Engine {
                         _ => Value::Null,
                     };
                     if !value.is_null() {
-                        want(target, value.key_text());
+                        add(&mut refs_wanted, target, value.key_text());
                     }
                 }
             }
         }
+        for (name, (_, keys)) in refs_wanted.iter_mut() {
+            if let Some((_, rows)) = rows_wanted.get(name) {
+                keys.retain(|k| !rows.contains(k));
+            }
+        }
 
-        let lookups = wanted.into_values().map(|(table, keys)| async move {
+        let row_lookups = rows_wanted.into_values().map(|(table, keys)| async move {
             let keys: Vec<String> = keys.into_iter().collect();
             let rows = self.merged_by_key(&table, &keys).await?;
             Ok::<_, EngineError>(rows.into_iter().map(move |(k, v)| ((table.name.clone(), k), v)).collect::<Vec<_>>())
         });
+        let ref_lookups =
+            refs_wanted.into_values().filter(|(_, keys)| !keys.is_empty()).map(|(table, keys)| async move {
+                let keys: Vec<String> = keys.into_iter().collect();
+                let found = self.merged_exists(&table, &keys).await?;
+                // Existence is all the reference checks read, so an empty row
+                // stands for an existing record.
+                Ok::<_, EngineError>(
+                    found
+                        .into_iter()
+                        .map(move |(k, (exists, in_local))| {
+                            ((table.name.clone(), k), (exists.then(|| Row(Vec::new())), in_local))
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            });
+        let lookups = futures::future::try_join_all(row_lookups);
+        let references = futures::future::try_join_all(ref_lookups);
+        let (rows, refs) = tokio::try_join!(lookups, references)?;
         let mut out = HashMap::new();
-        for part in futures::future::try_join_all(lookups).await? {
+        for part in rows.into_iter().chain(refs) {
             out.extend(part);
         }
         Ok(out)
@@ -606,8 +651,25 @@ impl Engine {
         }
         for table in tables {
             let items: Vec<&WrittenRow> = written.iter().filter(|w| w.table.name == table.name).collect();
-            let rows: Vec<Row> = items.iter().map(|w| w.row.clone()).collect();
-            let failures = self.local.failing_checks(table, &rows).await?;
+            // Checks of the common forms run here; a table with any other
+            // check asks PostgreSQL on local for all of them.
+            let failures = if table.checks.iter().all(|c| c.compiled.is_some()) {
+                items
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, w)| {
+                        table
+                            .checks
+                            .iter()
+                            .find(|c| c.compiled.as_ref().is_some_and(|e| e.eval(&w.row) == Some(false)))
+                            .map(|c| (i, c.name.clone()))
+                    })
+                    .into_iter()
+                    .collect()
+            } else {
+                let rows: Vec<Row> = items.iter().map(|w| w.row.clone()).collect();
+                self.local.failing_checks(table, &rows).await?
+            };
             if let Some((index, name)) = failures.first() {
                 let path = &items[*index].path;
                 let expression =

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use deadpool_postgres::Pool;
+use opsbuffer_core::check::CheckExpr;
 use opsbuffer_core::schema::{
     CheckConstraint, Column, ColumnDefault, ForeignKey, ForeignKeyAction, Registry, Table, UniqueKey,
 };
@@ -162,7 +163,9 @@ fn add_constraints(table: &mut Table, oid: u32, constraints: &[tokio_postgres::R
             }
             "c" => {
                 let definition: String = row.get(8);
-                table.checks.push(CheckConstraint { name, expression: check_expression(&definition) });
+                let expression = check_expression(&definition);
+                let compiled = CheckExpr::compile(&expression, table);
+                table.checks.push(CheckConstraint { name, expression, compiled });
             }
             _ => {}
         }

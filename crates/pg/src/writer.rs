@@ -137,6 +137,12 @@ impl Writer {
         Writer { settings, site_name, batch_timeout, connection: None }
     }
 
+    /// Opens the connection to main unless one is open, so the drainer
+    /// learns that main is unreachable before it reads a batch for nothing.
+    pub async fn ensure_connected(&mut self) -> Result<(), ApplyError> {
+        self.connection().await.map(|_| ()).map_err(|e| ApplyError::from_pg(&e, None))
+    }
+
     /// Drops the connection, so the next batch reconnects.
     pub fn disconnect(&mut self) {
         self.connection = None;

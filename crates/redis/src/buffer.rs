@@ -53,7 +53,7 @@ pub struct Precondition {
     pub in_local: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Rule {
     /// The record exists in the merged view and no delete is pending.
     Exists,
@@ -525,6 +525,12 @@ impl Buffer {
             return Ok(None);
         }
         Ok(Some(int(items.get(1), "discard_dead")? as u64))
+    }
+
+    /// How many transactions wait in the queue.
+    pub async fn queue_length(&self) -> Result<u64, BufferError> {
+        let mut connection = self.connection.clone();
+        self.timed("ZCARD queue", connection.zcard(self.key("queue"))).await
     }
 
     /// Counts of each state and the ages of the oldest entries.
