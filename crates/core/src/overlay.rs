@@ -173,6 +173,11 @@ impl RecordOverlay {
         }
     }
 
+    /// Whether an entry with this id is present.
+    pub fn contains(&self, id: &EntryId) -> bool {
+        self.entries.binary_search_by(|e| e.id.cmp(id)).is_ok()
+    }
+
     pub fn entries(&self) -> &[OverlayEntry] {
         &self.entries
     }

@@ -189,6 +189,11 @@ impl TableView {
         Some(keys)
     }
 
+    /// Whether two handles share one copy.
+    fn ptr_eq(self: &Arc<Self>, other: &Arc<Self>) -> bool {
+        Arc::ptr_eq(self, other)
+    }
+
     pub fn has_index(&self, column: usize) -> bool {
         self.indexes.contains_key(&column)
     }
@@ -231,21 +236,24 @@ impl TableView {
         self.records.insert(key.to_owned(), Arc::new(state));
     }
 
-    fn apply(&mut self, table: &Table, changes: &[(String, Option<String>)]) -> Result<(), EngineError> {
+    /// Applies parsed changes. Applying a change the view already has is a
+    /// no-op, so a delta may start from an older version than the view's.
+    fn apply(&mut self, changes: Vec<(EntryId, Option<OverlayEntry>)>) {
         // Group the changed entries by record, so each record is rebuilt once.
         let mut by_record: HashMap<String, Vec<(EntryId, Option<OverlayEntry>)>> = HashMap::new();
-        for (field, json) in changes {
-            let id = EntryId::parse(field).ok_or_else(|| {
-                EngineError::Internal(format!("malformed overlay entry name {field:?} in {}", table.name))
-            })?;
-            let entry = match json {
-                Some(json) => Some(parse_entry(table, field, json)?),
-                None => None,
-            };
+        for (id, entry) in changes {
             by_record.entry(id.key.clone()).or_default().push((id, entry));
         }
         for (key, entries) in by_record {
-            let mut overlay = self.records.get(&key).map(|s| s.overlay.clone()).unwrap_or_default();
+            let current = self.records.get(&key);
+            let changed = entries.iter().any(|(id, entry)| {
+                let present = current.is_some_and(|s| s.overlay.contains(id));
+                entry.is_some() != present
+            });
+            if !changed {
+                continue;
+            }
+            let mut overlay = current.map(|s| s.overlay.clone()).unwrap_or_default();
             for (id, entry) in entries {
                 match entry {
                     Some(entry) => overlay.insert(entry),
@@ -257,8 +265,33 @@ impl TableView {
             let state = (!overlay.is_empty()).then(|| RecordState::new(overlay));
             self.set(&key, state);
         }
-        Ok(())
     }
+}
+
+/// A table's part of a snapshot with its entries parsed.
+enum Parsed {
+    Unchanged,
+    Full(Vec<(EntryId, Option<OverlayEntry>)>),
+    Delta(Vec<(EntryId, Option<OverlayEntry>)>),
+}
+
+fn parse_changes(
+    table: &Table,
+    changes: Vec<(String, Option<String>)>,
+) -> Result<Vec<(EntryId, Option<OverlayEntry>)>, EngineError> {
+    changes
+        .into_iter()
+        .map(|(field, json)| {
+            let id = EntryId::parse(&field).ok_or_else(|| {
+                EngineError::Internal(format!("malformed overlay entry name {field:?} in {}", table.name))
+            })?;
+            let entry = match json {
+                Some(json) => Some(parse_entry(table, &field, &json)?),
+                None => None,
+            };
+            Ok((id, entry))
+        })
+        .collect()
 }
 
 /// The overlays of one table at one version, and its drain epoch then.
@@ -311,30 +344,54 @@ impl OverlayCache {
             snapshot = buffer.snapshot(&full).await?;
         }
 
+        // Parse outside the lock; apply under it, onto the newest copy, so
+        // concurrent reads of a busy table do not each apply the same delta.
+        let mut parsed = Vec::with_capacity(tables.len());
+        for (table, part) in tables.iter().zip(snapshot.tables) {
+            let content = match part.content {
+                SnapshotContent::Unchanged => Parsed::Unchanged,
+                SnapshotContent::Full(entries) => {
+                    Parsed::Full(parse_changes(table, entries.into_iter().map(|(f, j)| (f, Some(j))).collect())?)
+                }
+                SnapshotContent::Delta(changes) => Parsed::Delta(parse_changes(table, changes)?),
+            };
+            parsed.push((content, part.version, part.epoch));
+        }
+
         let mut out = Vec::with_capacity(tables.len());
-        let mut updates = Vec::new();
-        for (i, ((table, cached), part)) in tables.iter().zip(known).zip(snapshot.tables).enumerate() {
-            let cached = if stale_generation { None } else { cached };
-            let mut view = match (part.content, cached) {
-                (SnapshotContent::Unchanged, Some(c)) => c.view,
-                (SnapshotContent::Unchanged, None) => Arc::new(TableView::default()),
-                (SnapshotContent::Full(entries), _) => {
+        let mut cache = self.tables.lock().expect("overlay cache lock");
+        for (i, (table, (content, version, epoch))) in tables.iter().zip(parsed).enumerate() {
+            let current = cache
+                .get(&table.name)
+                .filter(|c| c.registry_id == registry_id && c.generation == snapshot.generation)
+                .cloned();
+            let known_version = known[i].as_ref().filter(|_| !stale_generation).map_or(-1, |c| c.version);
+            let mut view = match (content, current) {
+                // Another read already brought the copy to this version or later.
+                (_, Some(c)) if c.version >= version => c.view,
+                (Parsed::Unchanged, _) => match &known[i] {
+                    Some(k) if !stale_generation && k.version == version => k.view.clone(),
+                    _ => Arc::new(TableView::default()),
+                },
+                (Parsed::Full(changes), _) => {
                     let mut view = TableView::default();
-                    let changes: Vec<(String, Option<String>)> =
-                        entries.into_iter().map(|(f, j)| (f, Some(j))).collect();
-                    view.apply(table, &changes)?;
+                    view.apply(changes);
                     Arc::new(view)
                 }
-                (SnapshotContent::Delta(changes), Some(c)) => {
+                (Parsed::Delta(changes), Some(c)) if c.version >= known_version => {
                     let mut view = (*c.view).clone();
-                    view.apply(table, &changes)?;
+                    view.apply(changes);
                     Arc::new(view)
                 }
-                (SnapshotContent::Delta(_), None) => {
-                    return Err(EngineError::Internal(format!(
-                        "Redis sent a delta of {} for an empty cache",
-                        table.name
-                    )));
+                (Parsed::Delta(_), _) => {
+                    // The copy the delta starts from is gone (a schema
+                    // reload cleared it); the next read reloads everything.
+                    cache.remove(&table.name);
+                    return Err(EngineError::unavailable(
+                        "overlay_cache_reset",
+                        format!("the overlay copy of {} was reset during the read; retry the request", table.name),
+                        0,
+                    ));
                 }
             };
             if let Some(column) = indexed.get(i).copied().flatten()
@@ -344,29 +401,13 @@ impl OverlayCache {
                 indexed_view.build_index(column);
                 view = Arc::new(indexed_view);
             }
-            updates.push((
+            let version =
+                cache.get(&table.name).filter(|c| c.view.ptr_eq(&view)).map_or(version, |c| c.version.max(version));
+            cache.insert(
                 table.name.clone(),
-                Cached {
-                    generation: snapshot.generation.clone(),
-                    registry_id,
-                    version: part.version,
-                    view: view.clone(),
-                },
-            ));
-            out.push(TableSnapshot { view, epoch: part.epoch });
-        }
-
-        let mut cache = self.tables.lock().expect("overlay cache lock");
-        for (name, fresh) in updates {
-            let keep_old = cache.get(&name).is_some_and(|old| {
-                old.generation == fresh.generation
-                    && old.registry_id == fresh.registry_id
-                    && (old.version > fresh.version
-                        || (old.version == fresh.version && old.view.indexes.len() > fresh.view.indexes.len()))
-            });
-            if !keep_old {
-                cache.insert(name, fresh);
-            }
+                Cached { generation: snapshot.generation.clone(), registry_id, version, view: view.clone() },
+            );
+            out.push(TableSnapshot { view, epoch });
         }
         Ok(out)
     }

@@ -296,19 +296,18 @@ impl Engine {
         Ok(out)
     }
 
-    /// Whether records of `table` exist in the merged view, and whether local
-    /// has each, for foreign-key checks. A record local showed within
-    /// `SEEN_IN_LOCAL_FOR` is taken to be there still without a query;
-    /// deletes through opsbuffer show in the overlays at once, and the
-    /// acknowledge script refuses a reference to a record whose delete
-    /// reached local.
+    /// Whether local has each record of `table`, for foreign-key checks (the
+    /// acknowledge script checks the buffer's side). A record local showed
+    /// within `SEEN_IN_LOCAL_FOR` is taken to be there still without a
+    /// query: deletes through opsbuffer show in the buffer at once, and the
+    /// script refuses a reference to a record whose delete reached local.
     // NOTE: a delete made on main outside opsbuffer can go unseen for up to
     // SEEN_IN_LOCAL_FOR; main then rejects the child and it is dead-lettered.
-    pub(crate) async fn merged_exists(
+    pub(crate) async fn local_exists(
         &self,
         table: &Arc<Table>,
         keys: &[String],
-    ) -> Result<HashMap<String, (bool, bool)>, EngineError> {
+    ) -> Result<HashMap<String, bool>, EngineError> {
         let now = Instant::now();
         let (recent, unknown): (Vec<String>, Vec<String>) = {
             let mut seen = self.seen_in_local.lock().expect("seen_in_local lock");
@@ -319,40 +318,15 @@ impl Engine {
                 seen.get(&(table.name.clone(), k.clone())).is_some_and(|at| now.duration_since(*at) < SEEN_IN_LOCAL_FOR)
             })
         };
-        let snapshot = async {
-            if self.is_secondary() {
-                Ok(Some(self.overlay_snapshot(&[table], &[None]).await?.remove(0)))
-            } else {
-                Ok(None)
-            }
-        };
-        let local = async {
-            if unknown.is_empty() {
-                Ok(HashMap::new())
-            } else {
-                self.local.rows_by_key(table, &unknown).await.map_err(EngineError::from)
-            }
-        };
-        let (snapshot, local_rows): (Option<TableSnapshot>, HashMap<String, Row>) = tokio::try_join!(snapshot, local)?;
+        let local_rows =
+            if unknown.is_empty() { HashMap::new() } else { self.local.rows_by_key(table, &unknown).await? };
         {
             let mut seen = self.seen_in_local.lock().expect("seen_in_local lock");
             for key in local_rows.keys() {
                 seen.insert((table.name.clone(), key.clone()), now);
             }
         }
-
-        let mut out = HashMap::with_capacity(keys.len());
-        for key in keys {
-            let in_local = recent.contains(key) || local_rows.contains_key(key);
-            let overlay = snapshot.as_ref().and_then(|s| s.view.get(key));
-            let exists = match overlay {
-                None => in_local,
-                Some(state) if state.created => !state.deleted,
-                Some(state) => in_local && !state.deleted,
-            };
-            out.insert(key.clone(), (exists, in_local));
-        }
-        Ok(out)
+        Ok(keys.iter().map(|k| (k.clone(), recent.contains(k) || local_rows.contains_key(k))).collect())
     }
 
     /// The overlays of `tables`, from the cache kept current by Redis, with

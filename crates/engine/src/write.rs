@@ -90,6 +90,15 @@ impl Checked {
     }
 }
 
+/// The request field a precondition checks, what it names, and whether it
+/// is a reference (a foreign key) rather than the record a step changes.
+#[derive(Debug, Clone, Default)]
+struct PreconditionOrigin {
+    path: String,
+    what: String,
+    reference: bool,
+}
+
 /// A row a step creates or updates, as it will be after the step.
 struct WrittenRow {
     table: Arc<Table>,
@@ -111,8 +120,8 @@ struct UniqueLookup {
 #[derive(Default)]
 struct Checked {
     preconditions: Vec<Precondition>,
-    /// The request path and description of each precondition, for errors.
-    precondition_paths: Vec<(String, String)>,
+    /// Where each precondition comes from, for errors.
+    precondition_paths: Vec<PreconditionOrigin>,
     /// Records written or referenced, as `table\x1fkey`.
     touched: Vec<String>,
 }
@@ -194,8 +203,12 @@ impl Engine {
                 Err(Retry::Other(EngineError::Internal(format!("transaction id {transaction_id} was generated twice"))))
             }
             Acknowledgement::Rejected { index, failure } => {
-                let (path, what) = checked.precondition_paths.get(index).cloned().unwrap_or_default();
-                let error = precondition_error(&path, &what, failure);
+                let origin = checked.precondition_paths.get(index).cloned().unwrap_or_default();
+                let error = if origin.reference {
+                    reference_error(&origin.path, &origin.what, failure)
+                } else {
+                    precondition_error(&origin.path, &origin.what, failure)
+                };
                 if failure == PreconditionFailure::Missing {
                     Err(Retry::Missing(error))
                 } else {
@@ -391,14 +404,14 @@ impl Engine {
         let ref_lookups =
             refs_wanted.into_values().filter(|(_, keys)| !keys.is_empty()).map(|(table, keys)| async move {
                 let keys: Vec<String> = keys.into_iter().collect();
-                let found = self.merged_exists(&table, &keys).await?;
+                let found = self.local_exists(&table, &keys).await?;
                 // Existence is all the reference checks read, so an empty row
-                // stands for an existing record.
+                // stands for a record local has.
                 Ok::<_, EngineError>(
                     found
                         .into_iter()
-                        .map(move |(k, (exists, in_local))| {
-                            ((table.name.clone(), k), (exists.then(|| Row(Vec::new())), in_local))
+                        .map(move |(k, in_local)| {
+                            ((table.name.clone(), k), (in_local.then(|| Row(Vec::new())), in_local))
                         })
                         .collect::<Vec<_>>(),
                 )
@@ -458,7 +471,11 @@ impl Engine {
             rule: Rule::Absent,
             in_local: current.in_local,
         });
-        checked.precondition_paths.push((change.path.clone(), format!("{} {}", table.name, change.key)));
+        checked.precondition_paths.push(PreconditionOrigin {
+            path: change.path.clone(),
+            what: format!("{} {}", table.name, change.key),
+            reference: false,
+        });
         Ok(())
     }
 
@@ -516,8 +533,11 @@ impl Engine {
                         continue;
                     }
                 }
-                let (exists, in_local) = fetched.get(&id).map(|(r, l)| (r.is_some(), *l)).unwrap_or((false, false));
-                if !exists {
+                // Whether the buffer holds the record, or a delete of it, is
+                // checked by the acknowledge script at the moment it stores
+                // the write; local (main itself at a main site) is asked here.
+                let in_local = fetched.get(&id).is_some_and(|(_, l)| *l);
+                if !in_local && !self.is_secondary() {
                     return Err(missing().into());
                 }
                 checked.preconditions.push(Precondition {
@@ -526,7 +546,11 @@ impl Engine {
                     rule: Rule::Exists,
                     in_local,
                 });
-                checked.precondition_paths.push((field.clone(), description.clone()));
+                checked.precondition_paths.push(PreconditionOrigin {
+                    path: field.clone(),
+                    what: description.clone(),
+                    reference: true,
+                });
                 checked.touched.push(record_name(&target.name, &key));
             } else {
                 let conditions: Vec<Condition> = fk
@@ -803,7 +827,11 @@ fn require_existing(
             rule: Rule::Exists,
             in_local: current.in_local,
         });
-        checked.precondition_paths.push((change.path.clone(), format!("{} {}", table.name, change.key)));
+        checked.precondition_paths.push(PreconditionOrigin {
+            path: change.path.clone(),
+            what: format!("{} {}", table.name, change.key),
+            reference: false,
+        });
     }
     Ok(row)
 }
@@ -832,6 +860,19 @@ fn unique_error(table: &Table, constraint: &str, values: &[String], other: &str,
             values.join(", "),
             table.name
         ),
+    )
+}
+
+fn reference_error(path: &str, what: &str, failure: PreconditionFailure) -> WriteError {
+    let reason = match failure {
+        PreconditionFailure::Deleted | PreconditionFailure::PendingDelete => "has a pending delete",
+        _ => "exists neither in local nor in the buffer",
+    };
+    WriteError::new(
+        Rejection::Unprocessable,
+        "reference_not_found",
+        (!path.is_empty()).then(|| path.to_owned()),
+        format!("{path} refers to {what}, which {reason}; create it first or refer to another record"),
     )
 }
 
