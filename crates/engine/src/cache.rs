@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use opsbuffer_core::overlay::{Change, EntryId, OverlayEntry, RecordOverlay};
 use opsbuffer_core::row::Row;
@@ -189,11 +190,6 @@ impl TableView {
         Some(keys)
     }
 
-    /// Whether two handles share one copy.
-    fn ptr_eq(self: &Arc<Self>, other: &Arc<Self>) -> bool {
-        Arc::ptr_eq(self, other)
-    }
-
     pub fn has_index(&self, column: usize) -> bool {
         self.indexes.contains_key(&column)
     }
@@ -268,13 +264,6 @@ impl TableView {
     }
 }
 
-/// A table's part of a snapshot with its entries parsed.
-enum Parsed {
-    Unchanged,
-    Full(Vec<(EntryId, Option<OverlayEntry>)>),
-    Delta(Vec<(EntryId, Option<OverlayEntry>)>),
-}
-
 fn parse_changes(
     table: &Table,
     changes: Vec<(String, Option<String>)>,
@@ -308,18 +297,30 @@ struct Cached {
     /// reload parses everything again.
     registry_id: u64,
     version: i64,
+    epoch: i64,
+    /// When the Redis read that produced this copy was sent: the copy shows
+    /// every write acknowledged before then.
+    read_at: Instant,
     view: Arc<TableView>,
+}
+
+/// The cached copy of one table, and the lock that lets one read at a time
+/// refresh it.
+#[derive(Default)]
+struct Slot {
+    refresh: tokio::sync::Mutex<()>,
+    cached: Mutex<Option<Cached>>,
 }
 
 /// The cached overlays of every table read so far.
 #[derive(Default)]
 pub struct OverlayCache {
-    tables: Mutex<HashMap<String, Cached>>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
 impl OverlayCache {
-    /// Returns the current overlays of `tables` (with their epochs), read at
-    /// one instant. `indexed[i]` names a column of `tables[i]` whose
+    /// Returns the current overlays of `tables` with their epochs, one table
+    /// after another. `indexed[i]` names a column of `tables[i]` whose
     /// equality index the caller will use; it is built if missing.
     pub async fn snapshot(
         &self,
@@ -328,93 +329,106 @@ impl OverlayCache {
         tables: &[&Arc<Table>],
         indexed: &[Option<usize>],
     ) -> Result<Vec<TableSnapshot>, EngineError> {
-        let known: Vec<Option<Cached>> = {
-            let cache = self.tables.lock().expect("overlay cache lock");
-            tables.iter().map(|t| cache.get(&t.name).filter(|c| c.registry_id == registry_id).cloned()).collect()
-        };
-        let request: Vec<(&str, i64)> =
-            tables.iter().zip(&known).map(|(t, k)| (t.name.as_str(), k.as_ref().map_or(-1, |c| c.version))).collect();
-        let mut snapshot = buffer.snapshot(&request).await?;
-
-        // A recreated buffer (flushed Redis) restarts its versions, so a
-        // delta against a copy from the old buffer would be wrong.
-        let stale_generation = known.iter().flatten().any(|c| c.generation != snapshot.generation);
-        if stale_generation {
-            let full: Vec<(&str, i64)> = tables.iter().map(|t| (t.name.as_str(), -1)).collect();
-            snapshot = buffer.snapshot(&full).await?;
-        }
-
-        // Parse outside the lock; apply under it, onto the newest copy, so
-        // concurrent reads of a busy table do not each apply the same delta.
-        let mut parsed = Vec::with_capacity(tables.len());
-        for (table, part) in tables.iter().zip(snapshot.tables) {
-            let content = match part.content {
-                SnapshotContent::Unchanged => Parsed::Unchanged,
-                SnapshotContent::Full(entries) => {
-                    Parsed::Full(parse_changes(table, entries.into_iter().map(|(f, j)| (f, Some(j))).collect())?)
-                }
-                SnapshotContent::Delta(changes) => Parsed::Delta(parse_changes(table, changes)?),
-            };
-            parsed.push((content, part.version, part.epoch));
-        }
-
         let mut out = Vec::with_capacity(tables.len());
-        let mut cache = self.tables.lock().expect("overlay cache lock");
-        for (i, (table, (content, version, epoch))) in tables.iter().zip(parsed).enumerate() {
-            let current = cache
-                .get(&table.name)
-                .filter(|c| c.registry_id == registry_id && c.generation == snapshot.generation)
-                .cloned();
-            let known_version = known[i].as_ref().filter(|_| !stale_generation).map_or(-1, |c| c.version);
-            let mut view = match (content, current) {
-                // Another read already brought the copy to this version or later.
-                (_, Some(c)) if c.version >= version => c.view,
-                (Parsed::Unchanged, _) => match &known[i] {
-                    Some(k) if !stale_generation && k.version == version => k.view.clone(),
-                    _ => Arc::new(TableView::default()),
-                },
-                (Parsed::Full(changes), _) => {
-                    let mut view = TableView::default();
-                    view.apply(changes);
-                    Arc::new(view)
-                }
-                (Parsed::Delta(changes), Some(c)) if c.version >= known_version => {
-                    let mut view = (*c.view).clone();
-                    view.apply(changes);
-                    Arc::new(view)
-                }
-                (Parsed::Delta(_), _) => {
-                    // The copy the delta starts from is gone (a schema
-                    // reload cleared it); the next read reloads everything.
-                    cache.remove(&table.name);
-                    return Err(EngineError::unavailable(
-                        "overlay_cache_reset",
-                        format!("the overlay copy of {} was reset during the read; retry the request", table.name),
-                        0,
-                    ));
-                }
-            };
-            if let Some(column) = indexed.get(i).copied().flatten()
-                && !view.has_index(column)
-            {
-                let mut indexed_view = (*view).clone();
-                indexed_view.build_index(column);
-                view = Arc::new(indexed_view);
-            }
-            let version =
-                cache.get(&table.name).filter(|c| c.view.ptr_eq(&view)).map_or(version, |c| c.version.max(version));
-            cache.insert(
-                table.name.clone(),
-                Cached { generation: snapshot.generation.clone(), registry_id, version, view: view.clone() },
-            );
-            out.push(TableSnapshot { view, epoch });
+        for (i, table) in tables.iter().enumerate() {
+            out.push(self.snapshot_one(buffer, registry_id, table, indexed.get(i).copied().flatten()).await?);
         }
         Ok(out)
     }
 
+    /// The overlays of one table as of a Redis read sent after this call
+    /// began, so the copy shows every write acknowledged before the call.
+    ///
+    /// Concurrent reads of one table share refreshes: one read at a time
+    /// asks Redis, and a read that waited for it uses its copy when that
+    /// Redis read was sent after the waiting read began. A busy table then
+    /// costs about one Redis read per round trip, whatever the number of
+    /// concurrent requests, and a delta is applied once.
+    async fn snapshot_one(
+        &self,
+        buffer: &Buffer,
+        registry_id: u64,
+        table: &Arc<Table>,
+        indexed: Option<usize>,
+    ) -> Result<TableSnapshot, EngineError> {
+        let began = Instant::now();
+        let slot = self.slots.lock().expect("overlay cache lock").entry(table.name.clone()).or_default().clone();
+        let _refreshing = slot.refresh.lock().await;
+
+        let known = slot.cached.lock().expect("overlay slot lock").clone().filter(|c| c.registry_id == registry_id);
+        if let Some(cached) = &known
+            && cached.read_at >= began
+        {
+            let view = with_index(cached.view.clone(), indexed);
+            if !Arc::ptr_eq(&view, &cached.view) {
+                *slot.cached.lock().expect("overlay slot lock") = Some(Cached { view: view.clone(), ..cached.clone() });
+            }
+            return Ok(TableSnapshot { view, epoch: cached.epoch });
+        }
+
+        let read_at = Instant::now();
+        let mut snapshot = buffer.snapshot(&[(table.name.as_str(), known.as_ref().map_or(-1, |c| c.version))]).await?;
+        // A recreated buffer (flushed Redis) restarts its versions, so a
+        // delta against a copy from the old buffer would be wrong.
+        let known = match known {
+            Some(k) if k.generation != snapshot.generation => {
+                snapshot = buffer.snapshot(&[(table.name.as_str(), -1)]).await?;
+                None
+            }
+            other => other,
+        };
+        let part = snapshot
+            .tables
+            .into_iter()
+            .next()
+            .ok_or_else(|| EngineError::Internal(format!("Redis returned no snapshot of {}", table.name)))?;
+
+        let view = match (part.content, known) {
+            (SnapshotContent::Unchanged, Some(k)) => k.view,
+            (SnapshotContent::Unchanged, None) => Arc::new(TableView::default()),
+            (SnapshotContent::Full(entries), _) => {
+                let changes = parse_changes(table, entries.into_iter().map(|(f, j)| (f, Some(j))).collect())?;
+                let mut view = TableView::default();
+                view.apply(changes);
+                Arc::new(view)
+            }
+            (SnapshotContent::Delta(changes), Some(k)) => {
+                let changes = parse_changes(table, changes)?;
+                let mut view = (*k.view).clone();
+                view.apply(changes);
+                Arc::new(view)
+            }
+            (SnapshotContent::Delta(_), None) => {
+                return Err(EngineError::Internal(format!("Redis sent a delta of {} for an empty cache", table.name)));
+            }
+        };
+        let view = with_index(view, indexed);
+        *slot.cached.lock().expect("overlay slot lock") = Some(Cached {
+            generation: snapshot.generation,
+            registry_id,
+            version: part.version,
+            epoch: part.epoch,
+            read_at,
+            view: view.clone(),
+        });
+        Ok(TableSnapshot { view, epoch: part.epoch })
+    }
+
     /// Forgets every cached table, e.g. after a schema reload.
     pub fn clear(&self) {
-        self.tables.lock().expect("overlay cache lock").clear();
+        self.slots.lock().expect("overlay cache lock").clear();
+    }
+}
+
+/// The view with the equality index of `column` built, if asked for.
+fn with_index(view: Arc<TableView>, column: Option<usize>) -> Arc<TableView> {
+    match column {
+        Some(column) if !view.has_index(column) => {
+            let mut indexed = (*view).clone();
+            indexed.build_index(column);
+            Arc::new(indexed)
+        }
+        _ => view,
     }
 }
 
