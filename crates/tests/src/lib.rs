@@ -70,40 +70,48 @@ static MIGRATED: OnceCell<()> = OnceCell::const_new();
 /// writing, all others for reading.
 pub static REPLAY: RwLock<()> = RwLock::const_new(());
 
-/// Applies the migrations once per test process and returns superuser
-/// connections.
-pub async fn admin() -> Admin {
+/// Applies the migrations to main once per test process, then waits until
+/// the replica has replayed main's WAL past them. An engine started
+/// afterwards finds every migrated table in local's catalog.
+pub async fn migrate() {
     MIGRATED
         .get_or_init(|| async {
             opsbuffer_pg::migrate::run(&pg_settings("main", &main_url())).await.expect("migrations apply to main");
+            let main = connect(&env_or("MAIN_ADMIN_URL", DEFAULT_MAIN_ADMIN_URL)).await;
+            let local = connect(&env_or("LOCAL_ADMIN_URL", DEFAULT_LOCAL_ADMIN_URL)).await;
+            let lsn: String = main
+                .query_one("SELECT pg_current_wal_lsn()::text", &[])
+                .await
+                .expect("read main's WAL position")
+                .get(0);
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let replayed: bool = local
+                    .query_one("SELECT coalesce(pg_last_wal_replay_lsn() >= $1::text::pg_lsn, false)", &[&lsn])
+                    .await
+                    .expect("read the replica's replay position")
+                    .get(0);
+                if replayed {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "the replica did not replay the migrations up to {lsn}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         })
         .await;
-    let admin = Admin {
+}
+
+/// Applies the migrations once per test process and returns superuser
+/// connections.
+pub async fn admin() -> Admin {
+    migrate().await;
+    Admin {
         main: connect(&env_or("MAIN_ADMIN_URL", DEFAULT_MAIN_ADMIN_URL)).await,
         local: connect(&env_or("LOCAL_ADMIN_URL", DEFAULT_LOCAL_ADMIN_URL)).await,
-    };
-    admin.wait_for_schema().await;
-    admin
+    }
 }
 
 impl Admin {
-    async fn wait_for_schema(&self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let row = self
-                .local
-                .query_one("SELECT count(*) FROM opsbuffer_schema_history", &[])
-                .await
-                .map(|r| r.get::<_, i64>(0))
-                .unwrap_or(0);
-            if row > 0 {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the replica did not receive the migrations");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
     /// Creates a program, an obs unit, an instrument and a module on main,
     /// all unique to this call, and waits until the replica has them.
     pub async fn reference_data(&self) -> Reference {
@@ -307,6 +315,7 @@ impl TestSite {
     /// same Redis would.
     pub async fn start_named(options: SiteOptions, site_name: String) -> TestSite {
         init_logging();
+        migrate().await;
         let proxy = if options.proxy_main {
             let upstream = host_port(&main_url());
             Some(FaultProxy::start(upstream).await.expect("start the fault proxy"))
@@ -527,8 +536,9 @@ where
 
 /// Runs the `opsbuffer` binary with only the given environment (plus
 /// `PATH`), so variables of the calling shell cannot change the result.
-/// Returns the exit status, standard output and standard error.
+/// Migrates the services first, as a site start does. Returns the exit status, standard output and standard error.
 pub async fn run_opsbuffer(args: &[&str], env: &[(&str, String)]) -> (std::process::ExitStatus, String, String) {
+    migrate().await;
     let mut command = tokio::process::Command::new(opsbuffer_binary());
     command.args(args).env_clear().env("NO_COLOR", "1");
     if let Ok(path) = std::env::var("PATH") {
