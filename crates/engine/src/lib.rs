@@ -19,6 +19,7 @@ pub mod dead;
 pub mod drain;
 pub mod engine;
 pub mod error;
+pub mod guards;
 pub mod health;
 pub mod metrics;
 pub mod read;

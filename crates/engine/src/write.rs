@@ -20,7 +20,9 @@ use opsbuffer_core::schema::{ForeignKey, Table};
 use opsbuffer_core::tx::{Plan, PlannedChange, Rejection, WriteError, field_path};
 use opsbuffer_core::value::Value;
 use opsbuffer_pg::writer::{ErrorClass, Operation, Transaction};
-use opsbuffer_redis::{Acknowledgement, NewEntry, Precondition, PreconditionFailure, RECORD_SEPARATOR, Rule};
+use opsbuffer_redis::{
+    AcknowledgeChecks, Acknowledgement, Guards, NewEntry, Precondition, PreconditionFailure, RECORD_SEPARATOR, Rule,
+};
 use uuid::Uuid;
 
 use crate::engine::{Engine, now_ms};
@@ -40,10 +42,12 @@ pub struct Receipt {
 /// buffer and local during its checks.
 const MAX_CHECK_ATTEMPTS: usize = 3;
 
-/// A failed acknowledgement: a record the checks found is missing now (try
+/// A failed acknowledgement: a record the checks found is missing now, or
+/// a concurrent write changed a guard the checks read (both: check
 /// again), or anything else.
 enum Retry {
     Missing(WriteError),
+    Stale,
     Other(EngineError),
 }
 
@@ -108,6 +112,10 @@ struct WrittenRow {
     patched: Option<Vec<usize>>,
 }
 
+/// The keys of staged records by the text of their values of one unique
+/// key.
+type KeysByValue<'a> = HashMap<Vec<String>, Vec<&'a str>>;
+
 /// The single-column unique values of one unique key to look up at once.
 struct UniqueLookup {
     table: Arc<Table>,
@@ -124,6 +132,7 @@ struct Checked {
     precondition_paths: Vec<PreconditionOrigin>,
     /// Records written or referenced, as `table\x1fkey`.
     touched: Vec<String>,
+    guards: Guards,
 }
 
 impl Engine {
@@ -147,6 +156,20 @@ impl Engine {
                     attempt += 1;
                 }
                 Err(Retry::Missing(error)) => return Err(error.into()),
+                Err(Retry::Stale) if attempt < MAX_CHECK_ATTEMPTS => {
+                    tracing::debug!(transaction_id = %transaction_id, attempt, "a concurrent write changed what the checks read; checking again");
+                    attempt += 1;
+                }
+                Err(Retry::Stale) => {
+                    tracing::warn!(transaction_id = %transaction_id, attempts = attempt, "concurrent writes changed what the checks read on every attempt");
+                    return Err(EngineError::unavailable(
+                        "write_contention",
+                        format!(
+                            "concurrent writes to the same unique values or parent records changed them during {MAX_CHECK_ATTEMPTS} checks of this request; retry it"
+                        ),
+                        1,
+                    ));
+                }
                 Err(Retry::Other(error)) => return Err(error),
                 Ok(receipt) => return Ok(receipt),
             }
@@ -180,8 +203,11 @@ impl Engine {
                 transaction_id,
                 now_ms(),
                 self.config.max_pending,
-                &checked.touched,
-                &checked.preconditions,
+                AcknowledgeChecks {
+                    touched: &checked.touched,
+                    guards: &checked.guards,
+                    preconditions: &checked.preconditions,
+                },
                 &entries,
             )
             .await?;
@@ -199,6 +225,7 @@ impl Engine {
                 ),
                 5,
             ))),
+            Acknowledgement::Stale => Err(Retry::Stale),
             Acknowledgement::Duplicate => {
                 Err(Retry::Other(EngineError::Internal(format!("transaction id {transaction_id} was generated twice"))))
             }
@@ -248,6 +275,20 @@ impl Engine {
     }
 
     async fn check_plan(&self, plan: &Plan) -> Result<Checked, EngineError> {
+        // Guard counts are read before anything of the merged view, so a
+        // concurrent write either shows in the reads or changes a count.
+        let guards = if self.is_secondary() {
+            let (_, registry) = self.registry();
+            let mut guards = crate::guards::plan_guards(plan, &registry);
+            let wanted: Vec<_> = guards.expected.iter().map(|(g, _)| g.clone()).collect();
+            let counts = self.buffer.guard_counts(&wanted).await?;
+            for ((_, count), read) in guards.expected.iter_mut().zip(counts) {
+                *count = read;
+            }
+            guards
+        } else {
+            Guards::default()
+        };
         // Created rows are complete already, so their CHECK constraints are
         // evaluated while the records the plan names are read.
         let created: Vec<WrittenRow> = plan
@@ -267,7 +308,7 @@ impl Engine {
             .collect();
         let (fetched, ()) = tokio::try_join!(self.prefetch(plan), self.check_constraints(&created))?;
         let mut staged: HashMap<(String, String), Staged> = HashMap::new();
-        let mut checked = Checked::default();
+        let mut checked = Checked { guards, ..Checked::default() };
         let mut written: Vec<WrittenRow> = Vec::new();
 
         // Each step sees the records as the earlier steps left them, as
@@ -590,6 +631,26 @@ impl Engine {
             .enumerate()
             .filter_map(|(i, w)| w.row.key(&w.table).map(|k| ((w.table.name.as_str(), k), (i, w.path.as_str()))))
             .collect();
+        // The staged records of each unique key by their values as text,
+        // so a large bulk step costs one pass over the staged records.
+        let mut staged_by_value: HashMap<(&str, &str), KeysByValue> = HashMap::new();
+        for WrittenRow { table, .. } in rows {
+            for unique in &table.unique_keys {
+                staged_by_value.entry((table.name.as_str(), unique.name.as_str())).or_insert_with(|| {
+                    let mut index = KeysByValue::new();
+                    for ((t, other), s) in staged {
+                        if *t == table.name
+                            && let Some(r) = &s.row
+                        {
+                            let texts = unique.columns.iter().map(|c| r.get(*c).key_text()).collect();
+                            index.entry(texts).or_default().push(other.as_str());
+                        }
+                    }
+                    index
+                });
+            }
+        }
+
         for (index, WrittenRow { table, row, path, patched }) in rows.iter().enumerate() {
             let Some(pk) = table.primary_key else { continue };
             let key = row.get(pk).key_text();
@@ -605,20 +666,24 @@ impl Engine {
                 let field = field_path(path, &table.columns[unique.columns[0]].name);
 
                 // Records this transaction staged, with their staged values.
-                let clash = staged.iter().find(|((t, other), s)| {
-                    *t == table.name
-                        && *other != key
-                        && s.row
-                            .as_ref()
-                            .is_some_and(|r| unique.columns.iter().all(|c| r.get(*c).sql_eq(row.get(*c)) == Some(true)))
-                });
-                if let Some(((_, other), _)) = clash {
+                let clash = staged_by_value
+                    .get(&(table.name.as_str(), unique.name.as_str()))
+                    .and_then(|index| index.get(&texts))
+                    .and_then(|keys| keys.iter().find(|other| **other != key))
+                    .map(|other| (*other).to_owned());
+                if let Some(other) = clash {
                     let column = &table.columns[unique.columns[0]].name;
+                    // A clash inside the request is reported at the later
+                    // row and names the earlier one by its request field,
+                    // because the client never saw its generated key.
                     return Err(match positions.get(&(table.name.as_str(), other.clone())) {
                         Some((other_index, other_path)) if *other_index > index => {
-                            unique_error(table, &unique.name, &texts, &key, &field_path(other_path, column))
+                            repeated_value_error(&unique.name, &texts, &field_path(other_path, column), &field)
                         }
-                        _ => unique_error(table, &unique.name, &texts, other, &field),
+                        Some((_, other_path)) => {
+                            repeated_value_error(&unique.name, &texts, &field, &field_path(other_path, column))
+                        }
+                        None => unique_error(table, &unique.name, &texts, &other, &field),
                     }
                     .into());
                 }
@@ -842,12 +907,24 @@ fn is_staged(staged: &HashMap<(String, String), Staged>, table: &Table, key: &st
     staged.contains_key(&(table.name.clone(), key.to_owned()))
 }
 
-fn references_primary_key(fk: &ForeignKey, target: &Table) -> bool {
+pub(crate) fn references_primary_key(fk: &ForeignKey, target: &Table) -> bool {
     fk.columns.len() == 1 && target.primary_key_column().is_some_and(|pk| fk.referenced_columns == [pk.name.clone()])
 }
 
 fn record_name(table: &str, key: &str) -> String {
     format!("{table}{RECORD_SEPARATOR}{key}")
+}
+
+fn repeated_value_error(constraint: &str, values: &[String], field: &str, earlier: &str) -> WriteError {
+    WriteError::new(
+        Rejection::Conflict,
+        "unique_violation",
+        Some(field.to_owned()),
+        format!(
+            "{field}: the value ({}) is also used by {earlier} of this request (unique constraint {constraint}); choose another value",
+            values.join(", ")
+        ),
+    )
 }
 
 fn unique_error(table: &Table, constraint: &str, values: &[String], other: &str, field: &str) -> WriteError {

@@ -61,6 +61,33 @@ pub enum Rule {
     Absent,
 }
 
+/// A counter of pending transactions that wrote something another
+/// write's checks depend on: a value of a unique constraint (field
+/// `u:{hash}`) or a reference to a record (field `r:{key}`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Guard {
+    pub table: String,
+    pub field: String,
+}
+
+/// The guards of a transaction: those its checks read, with the counts
+/// read before the checks, and those it adds to when stored.
+#[derive(Debug, Clone, Default)]
+pub struct Guards {
+    pub expected: Vec<(Guard, i64)>,
+    pub added: Vec<(Guard, i64)>,
+}
+
+/// What the acknowledge script checks and records besides the entries.
+#[derive(Debug, Clone, Copy)]
+pub struct AcknowledgeChecks<'a> {
+    /// Records written or referenced, as `table\x1fkey`, held when the
+    /// transaction is dead-lettered or blocked.
+    pub touched: &'a [String],
+    pub guards: &'a Guards,
+    pub preconditions: &'a [Precondition],
+}
+
 /// Why a precondition failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PreconditionFailure {
@@ -96,6 +123,8 @@ pub enum Acknowledgement {
     Rejected { index: usize, failure: PreconditionFailure },
     /// A transaction with this id exists already.
     Duplicate,
+    /// An expected guard count changed since the checks read it.
+    Stale,
 }
 
 /// What changed in one table's overlays since a cached version.
@@ -258,10 +287,17 @@ impl Buffer {
         id: Uuid,
         now_ms: i64,
         max_pending: u64,
-        touched: &[String],
-        preconditions: &[Precondition],
+        checks: AcknowledgeChecks<'_>,
         entries: &[NewEntry],
     ) -> Result<Acknowledgement, BufferError> {
+        let AcknowledgeChecks { touched, guards, preconditions } = checks;
+        let added = if guards.added.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<(&str, &str, i64)> =
+                guards.added.iter().map(|(g, n)| (g.table.as_str(), g.field.as_str(), *n)).collect();
+            serde_json::to_string(&list).unwrap_or_default()
+        };
         let mut invocation = scripts::ACKNOWLEDGE.prepare_invoke();
         invocation
             .arg(&self.prefix)
@@ -269,7 +305,12 @@ impl Buffer {
             .arg(now_ms)
             .arg(max_pending)
             .arg(serde_json::to_string(touched).unwrap_or_else(|_| "[]".into()))
-            .arg(preconditions.len());
+            .arg(added)
+            .arg(guards.expected.len());
+        for (guard, count) in &guards.expected {
+            invocation.arg(&guard.table).arg(&guard.field).arg(*count);
+        }
+        invocation.arg(preconditions.len());
         for p in preconditions {
             invocation.arg(&p.table).arg(&p.key).arg(match p.rule {
                 Rule::Exists => "exists",
@@ -289,6 +330,7 @@ impl Buffer {
             "ok" => Acknowledgement::Stored { sequence: number as u64 },
             "full" => Acknowledgement::Full { pending: number as u64 },
             "duplicate" => Acknowledgement::Duplicate,
+            "stale" => Acknowledgement::Stale,
             "precondition" => {
                 let reason = string(items.get(2), "acknowledge")?;
                 let failure = match reason.as_str() {
@@ -303,6 +345,20 @@ impl Buffer {
                 return Err(BufferError::Reply { what: "acknowledge", detail: other.to_owned() });
             }
         })
+    }
+
+    /// Reads the current counts of `guards`, 0 for an absent one.
+    pub async fn guard_counts(&self, guards: &[Guard]) -> Result<Vec<i64>, BufferError> {
+        if guards.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for guard in guards {
+            pipe.hget(format!("{}guard:{}", self.prefix, guard.table), &guard.field);
+        }
+        let mut connection = self.connection.clone();
+        let counts: Vec<Option<i64>> = self.timed("guard counts", pipe.query_async(&mut connection)).await?;
+        Ok(counts.into_iter().map(|c| c.unwrap_or(0)).collect())
     }
 
     /// Reads the overlays of `tables` (name and cached version, -1 for

@@ -3,15 +3,31 @@
 -- the transaction record and the queue entry. All or nothing: a failed
 -- check or a full buffer writes nothing.
 --
+-- The checks of the request read the guards it expects before reading the
+-- merged view; a guard that changed since means a concurrent write may
+-- have made them wrong, so the script returns "stale" and the request is
+-- checked again.
+--
 -- ARGV: prefix, txid, now_ms, max_pending (0: no limit), keys_json,
--- precondition count, then per precondition (table, key, rule, in_local),
--- then per entry (table, index, kind, key, value).
+-- guards_json (added on success), expected guard count, then per expected
+-- guard (table, field, count), precondition count, then per precondition
+-- (table, key, rule, in_local), then per entry (table, index, kind, key,
+-- value).
 
 local txid, now = ARGV[2], ARGV[3]
 local max_pending = tonumber(ARGV[4])
 local keys_json = ARGV[5]
-local npre = tonumber(ARGV[6])
-local pos = 7
+local guards_json = ARGV[6]
+local nexpect = tonumber(ARGV[7])
+local pos = 8
+for i = 1, nexpect do
+  local tbl, field, want = ARGV[pos], ARGV[pos + 1], tonumber(ARGV[pos + 2])
+  pos = pos + 3
+  local have = tonumber(redis.call('HGET', prefix .. 'guard:' .. tbl, field) or '0')
+  if have ~= want then return {'stale', i} end
+end
+local npre = tonumber(ARGV[pos])
+pos = pos + 1
 
 if max_pending > 0 then
   local pending = redis.call('ZCARD', prefix .. 'queue') + redis.call('ZCARD', prefix .. 'blocked')
@@ -69,5 +85,9 @@ for tbl, _ in pairs(versions) do trim_log(tbl) end
 redis.call('HSET', prefix .. 'tx:' .. txid,
   'seq', seq, 'state', 'queued', 'created_ms', now,
   'entries', cjson.encode(entries), 'keys', keys_json, 'attempts', 0)
+if guards_json ~= '' then
+  add_guards(guards_json, 1)
+  redis.call('HSET', prefix .. 'tx:' .. txid, 'guards', guards_json)
+end
 redis.call('ZADD', prefix .. 'queue', seq, txid)
 return {'ok', seq}

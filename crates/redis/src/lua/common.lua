@@ -97,6 +97,25 @@ local function remove_entries(entries_json, now)
   for tbl, _ in pairs(versions) do trim_log(tbl) end
 end
 
+-- A guard counts the pending transactions that wrote something a later
+-- write's checks depend on: "u:{hash}" a value of a unique constraint, "r:{key}"
+-- a reference to record {key}. A transaction's guards are a JSON list of
+-- [table, field, n] and count until it is evicted or discarded.
+local function add_guards(guards_json, sign)
+  if not guards_json or guards_json == '' then return end
+  for _, g in ipairs(cjson.decode(guards_json)) do
+    local hash = prefix .. 'guard:' .. g[1]
+    local n = redis.call('HINCRBY', hash, g[2], sign * tonumber(g[3]))
+    if n <= 0 then redis.call('HDEL', hash, g[2]) end
+  end
+end
+
+-- Releases the guards of a transaction once, however often it is called.
+local function release_guards(txkey)
+  add_guards(redis.call('HGET', txkey, 'guards'), -1)
+  redis.call('HDEL', txkey, 'guards')
+end
+
 -- "held" maps a record ("table\31key") to the space-separated ids of the
 -- dead-lettered or blocked transactions that touch it.
 local function hold_keys(txid, keys_json)

@@ -9,6 +9,7 @@ if not redis.call('ZSCORE', prefix .. 'dead', id) then return {'not_dead'} end
 local txkey = prefix .. 'tx:' .. id
 redis.call('ZREM', prefix .. 'dead', id)
 remove_entries(redis.call('HGET', txkey, 'entries'))
+release_guards(txkey)
 release_keys(id, redis.call('HGET', txkey, 'keys'))
 redis.call('HSET', txkey, 'state', 'discarded', 'discarded_ms', now)
 redis.call('EXPIRE', txkey, retention)

@@ -13,6 +13,7 @@ for _, member in ipairs(members) do
   local id = string.sub(member, 18)
   local txkey = prefix .. 'tx:' .. id
   remove_entries(redis.call('HGET', txkey, 'entries'), now)
+  release_guards(txkey)
   if redis.call('EXISTS', txkey) == 1 then
     redis.call('HSET', txkey, 'state', 'replicated', 'replicated_ms', now)
     redis.call('EXPIRE', txkey, retention)
