@@ -163,6 +163,12 @@ async fn poison_transaction_is_dead_lettered_then_retried() {
     let poison_tx = poison["transaction_id"].as_str().unwrap().to_owned();
     let (_, dependent) = site.put(&format!("/executed_obs_units/{poison_unit}/finish"), json!({})).await;
     let dependent_tx = dependent["transaction_id"].as_str().unwrap().to_owned();
+    // A file of the unit: held by the dead letter and by the blocked finish.
+    let file = json!({"name": "held.g3", "relative_path": format!("{}/held.g3", reference.tag), "size_bytes": 1,
+        "checksum": "x", "executed_obs_unit_id": poison_unit, "instrument_module_id": reference.module});
+    let (status, second) = site.post("/raw_data_files/", file).await;
+    assert_eq!(status, 201, "{second}");
+    let second_tx = second["transaction_id"].as_str().unwrap().to_owned();
     let unrelated_unit = site.start_unit(reference.obs_unit).await;
     admin.main.execute("DELETE FROM obs_unit WHERE id = $1", &[&reference.second_obs_unit]).await.unwrap();
 
@@ -172,6 +178,8 @@ async fn poison_transaction_is_dead_lettered_then_retried() {
     assert!(dead["error"].as_str().unwrap().contains("foreign key"), "{dead}");
     let blocked = site.wait_transaction(&dependent_tx, &["blocked"]).await;
     assert_eq!(blocked["blocked_by"], json!([poison_tx]));
+    let blocked = site.wait_transaction(&second_tx, &["blocked"]).await;
+    assert_eq!(blocked["blocked_by"], json!([poison_tx]), "the dead letter at the root, once");
     eventually("the unrelated unit on main", || async {
         main_units(&admin, reference.obs_unit).await.contains_key(&unrelated_unit).then_some(())
     })
@@ -200,8 +208,9 @@ async fn poison_transaction_is_dead_lettered_then_retried() {
         .unwrap();
     let (status, body) = site.post(&format!("/buffer/dead/{poison_tx}/retry"), json!({})).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["released_blocked"], 1);
+    assert_eq!(body["released_blocked"], 2);
     site.wait_transaction(&dependent_tx, &["applied", "replicated"]).await;
+    site.wait_transaction(&second_tx, &["applied", "replicated"]).await;
     site.wait_drained().await;
     let on_main = main_units(&admin, reference.second_obs_unit).await;
     assert_eq!(on_main[&poison_unit].0, "completed", "the dependent finish applied after the retried create");

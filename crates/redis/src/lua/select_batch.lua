@@ -20,11 +20,29 @@ for i = 1, #window, 2 do
   local id, seq = window[i], window[i + 1]
   local txkey = prefix .. 'tx:' .. id
   local h = redis.call('HMGET', txkey, 'keys', 'entries')
-  local holders = {}
+  -- The dead letters at the root of what holds the transaction, each
+  -- once: a blocked holder stands for the dead letters that block it.
+  local holders, seen = {}, {}
+  local function add_root(root)
+    if not seen[root] then
+      seen[root] = true
+      holders[#holders + 1] = root
+    end
+  end
   if h[1] then
     for _, k in ipairs(cjson.decode(h[1])) do
       local held = redis.call('HGET', prefix .. 'held', k)
-      if held then holders[#holders + 1] = held end
+      for holder in string.gmatch(held or '', '%S+') do
+        if not seen[holder] then
+          local roots = redis.call('HGET', prefix .. 'tx:' .. holder, 'blocked_by')
+          if roots and redis.call('ZSCORE', prefix .. 'blocked', holder) then
+            seen[holder] = true
+            for root in string.gmatch(roots, '%S+') do add_root(root) end
+          else
+            add_root(holder)
+          end
+        end
+      end
     end
   end
   if #holders > 0 then
