@@ -98,9 +98,23 @@ impl Condition {
             Some(rest) => (true, rest),
             None => (false, raw),
         };
+        if negated && rest.starts_with("not.") {
+            return Err(query_error(
+                column_name,
+                format!("{column_name}={raw} repeats not.; write not. once, such as not.eq.VALUE"),
+            ));
+        }
         let (op, operand) = split_operator(rest);
         let op = match op {
             Some(op) => op,
+            None if raw.is_empty() => {
+                return Err(query_error(
+                    column_name,
+                    format!(
+                        "filter {column_name} has no value; write {column_name}=eq.VALUE, or {column_name}=eq. for the empty string"
+                    ),
+                ));
+            }
             None if negated => {
                 return Err(query_error(
                     column_name,

@@ -255,6 +255,24 @@ mod tests {
     }
 
     #[test]
+    fn filter_without_value_is_rejected() {
+        let t = table();
+        let error = Condition::parse(&t, "name", "").unwrap_err();
+        assert_eq!(error.field, "name");
+        assert!(error.message.contains("name=eq.VALUE"), "{}", error.message);
+        let empty = Condition::parse(&t, "name", "eq.").unwrap();
+        assert_eq!(empty, Condition::eq(1, Value::Text(String::new())));
+    }
+
+    #[test]
+    fn repeated_not_is_rejected() {
+        let t = table();
+        let error = Condition::parse(&t, "name", "not.not.eq.a").unwrap_err();
+        assert!(error.message.contains("repeats not."), "{}", error.message);
+        assert!(Condition::parse(&t, "name", "not.eq.a").is_ok());
+    }
+
+    #[test]
     fn page_renders_conditions_keyset_and_exclusions() {
         let t = table();
         let params = vec![("name".to_owned(), "like.a*".to_owned()), ("order".to_owned(), "size.desc".to_owned())];

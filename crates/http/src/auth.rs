@@ -51,8 +51,10 @@ fn unauthorized(code: &'static str, message: String, error: Option<&str>) -> Api
 
 fn forbidden(scope: Scope, principal: &Principal) -> ApiError {
     let granted: Vec<&str> = principal.scopes.iter().map(|s| s.as_str()).collect();
+    let needed =
+        if scope == Scope::Admin { "the scope admin".to_owned() } else { format!("the scope {scope} or admin") };
     let message = format!(
-        "this endpoint needs the scope {scope} (or admin); token {} ({}) has {}",
+        "this endpoint needs {needed}; token {} ({}) has {}",
         principal.token_id,
         principal.name,
         if granted.is_empty() { "no known scope".to_owned() } else { granted.join(", ") }

@@ -22,7 +22,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn_with_state;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::{from_fn_with_state, map_response};
+use axum::response::{IntoResponse, Response};
 use opsbuffer_engine::OpenEndpoint;
 use opsbuffer_engine::tokens::Scope;
 use utoipa::OpenApi;
@@ -131,12 +134,35 @@ pub fn router(engine: AppState) -> Router {
     api.merge(documentation)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(map_response(json_error_bodies))
         .layer(from_fn_with_state(engine.clone(), observe::observe))
         .with_state(engine)
+}
+
+/// Gives the plain-text answers of the body limit and of the request
+/// timeout the JSON error body every other error has.
+async fn json_error_bodies(response: Response) -> Response {
+    let is_json =
+        response.headers().get(CONTENT_TYPE).is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return response;
+    }
+    match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => error::ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes; split it into smaller requests"),
+        )
+        .into_response(),
+        StatusCode::SERVICE_UNAVAILABLE => error::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "request_timeout",
+            format!("the request took longer than {} s and was stopped; retry it", REQUEST_TIMEOUT.as_secs()),
+        )
+        .into_response(),
+        _ => response,
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> error::ApiError {

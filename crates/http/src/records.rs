@@ -119,9 +119,26 @@ pub async fn children(
     let parent = engine.table(&table)?;
     let child = engine.table(&child)?;
     let pairs = query_pairs(raw.as_deref())?;
+    let foreign_keys = foreign_key_columns(&parent, &child);
     let via = match param(&pairs, "via") {
-        Some(via) => via.to_owned(),
-        None => infer_via(&parent, &child)?,
+        Some(via) if foreign_keys.iter().any(|c| c == via) => via.to_owned(),
+        Some(via) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "via",
+                format!(
+                    "{}.{via} is not a foreign key to {}; use one of: {}",
+                    child.name,
+                    parent.name,
+                    if foreign_keys.is_empty() {
+                        "none, the tables are not related".to_owned()
+                    } else {
+                        foreign_keys.join(", ")
+                    }
+                ),
+            ));
+        }
+        None => infer_via(&parent, &child, &foreign_keys)?,
     };
     let position = child.column_position(&via).ok_or_else(|| {
         ApiError::bad_request(
@@ -153,21 +170,25 @@ pub async fn children(
     Ok(Json(json!({"records": records, "next": next})))
 }
 
-/// The one foreign key of `child` that points at `parent`, when `via=` is
-/// left out.
-fn infer_via(parent: &Table, child: &Table) -> Result<String, ApiError> {
-    let candidates: Vec<String> = child
+/// The single-column foreign keys of `child` that point at `parent`.
+fn foreign_key_columns(parent: &Table, child: &Table) -> Vec<String> {
+    child
         .foreign_keys
         .iter()
         .filter(|fk| fk.referenced_table == parent.name && fk.columns.len() == 1)
         .map(|fk| child.columns[fk.columns[0]].name.clone())
-        .collect();
-    match candidates.as_slice() {
+        .collect()
+}
+
+/// The one foreign key of `child` that points at `parent`, when `via=` is
+/// left out.
+fn infer_via(parent: &Table, child: &Table, candidates: &[String]) -> Result<String, ApiError> {
+    match candidates {
         [one] => Ok(one.clone()),
         [] => Err(ApiError::bad_request(
             "invalid_query",
             "via",
-            format!("{} has no foreign key to {}; name the column with via=", child.name, parent.name),
+            format!("{} has no foreign key to {}, so none of its records refer to one", child.name, parent.name),
         )),
         many => Err(ApiError::bad_request(
             "invalid_query",

@@ -9,7 +9,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use opsbuffer_core::schema::Table;
 use opsbuffer_core::tx::{
-    Plan, PlanContext, PlannedStep, StepOp, WriteError, plan_bulk_create, plan_create, plan_transaction, plan_update,
+    MAX_ROWS_PER_TRANSACTION, Plan, PlanContext, PlannedStep, Rejection, StepOp, WriteError, plan_bulk_create,
+    plan_create, plan_transaction, plan_update,
 };
 use opsbuffer_engine::Engine;
 use opsbuffer_engine::write::Receipt;
@@ -217,6 +218,15 @@ pub async fn create_raw_data_files(
     if rows.is_empty() {
         return Err(ApiError::bad_request("invalid_body", "", "the list of files is empty; send at least one file"));
     }
+    if rows.len() > MAX_ROWS_PER_TRANSACTION {
+        let error = WriteError::new(
+            Rejection::TooLarge,
+            "too_many_rows",
+            Some("files".to_owned()),
+            format!("the request has {} files; send at most {MAX_ROWS_PER_TRANSACTION} per request", rows.len()),
+        );
+        return Err(ApiError::from(opsbuffer_engine::EngineError::from(error)));
+    }
     let table = engine.table(RAW_DATA_FILE)?;
     let changes = plan_with(|ctx| plan_bulk_create(&table, &rows, "", ctx))?;
     let receipt = submit(&engine, single_step(StepOp::BulkCreate, table, changes)).await?;
@@ -296,7 +306,21 @@ pub async fn finalize_raw_data_package(
     body: Bytes,
 ) -> Result<Json<JsonValue>, ApiError> {
     let mut data = object_body(&body, true)?;
-    data.entry("status").or_insert_with(|| json!("finalized"));
+    match data.get("status") {
+        None => {
+            data.insert("status".into(), json!("finalized"));
+        }
+        Some(status) if status == "finalized" => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_value",
+                "status",
+                format!(
+                    "finalize sets status to finalized, not {other}; leave status out, or change it with an update step of POST /transactions"
+                ),
+            ));
+        }
+    }
     data.entry("finalized_at").or_insert_with(|| json!(now_text()));
     update_one(&engine, RAW_DATA_PACKAGE, &id, data).await
 }

@@ -251,7 +251,11 @@ async fn bad_queries_name_the_parameter() {
         ("/records/executed_obs_unit?status=like.abc%5C", "status"),
         ("/records/executed_obs_unit?after=garbage", "after"),
         ("/records/executed_obs_unit?provenance=maybe", "provenance"),
+        ("/records/executed_obs_unit?status", "status"),
+        ("/records/executed_obs_unit?status=not.not.eq.running", "status"),
         ("/records/executed_obs_unit/not-a-uuid", "id"),
+        (&format!("/records/executed_obs_unit/{}/raw_data_file?via=name", uuid::Uuid::nil()), "via"),
+        (&format!("/records/observing_program/{}/raw_data_file", 1), "via"),
     ];
     for (path, field) in cases {
         let (status, body) = site.get(path).await;

@@ -225,6 +225,46 @@ async fn rejected_writes_leave_redis_unchanged() {
     )
     .await;
 
+    // The clash inside one request names the earlier row, whose generated
+    // key the client never saw.
+    let (_, body) = site
+        .post(
+            "/raw_data_files/bulk",
+            json!([
+                {"name": "a.g3", "relative_path": format!("{}/twice.g3", reference.tag), "size_bytes": 1, "checksum": "x", "executed_obs_unit_id": existing, "instrument_module_id": reference.module},
+                {"name": "b.g3", "relative_path": format!("{}/twice.g3", reference.tag), "size_bytes": 1, "checksum": "x", "executed_obs_unit_id": existing, "instrument_module_id": reference.module}
+            ]),
+        )
+        .await;
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("[0].relative_path of this request"), "{body}");
+
+    let too_many: Vec<Value> = (0..10_001)
+        .map(|i| json!({"name": "f.g3", "relative_path": format!("{}/many/{i}", reference.tag), "size_bytes": 1, "checksum": "x", "executed_obs_unit_id": existing, "instrument_module_id": reference.module}))
+        .collect();
+    assert_rejected(&site, post.clone(), "/raw_data_files/bulk", json!(too_many), 413, "too_many_rows", Some("files"))
+        .await;
+    assert_rejected(
+        &site,
+        put.clone(),
+        &format!("/raw_data_package/{}/finalize", uuid::Uuid::now_v7()),
+        json!({"status": "open"}),
+        400,
+        "invalid_value",
+        Some("status"),
+    )
+    .await;
+    assert_rejected(
+        &site,
+        post.clone(),
+        start,
+        json!({"obs_unit_id": reference.obs_unit, "metadata": {"padding": "x".repeat(33 * 1024 * 1024)}}),
+        413,
+        "body_too_large",
+        None,
+    )
+    .await;
+
     let before = site.redis_dump().await;
     let (status, body) = site.post_raw(start, "{not json").await;
     assert_eq!(status, 400, "{body}");
