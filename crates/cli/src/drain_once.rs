@@ -76,6 +76,11 @@ pub async fn run(args: DrainArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        DrainOnce::LeaseHeld { holder } if args.wait => bail!(
+            "the drainer lease was still held by {} when --timeout ({:?}) ran out; stop that process or give a longer --timeout",
+            holder.as_deref().unwrap_or("another process"),
+            args.timeout
+        ),
         DrainOnce::LeaseHeld { holder } => bail!(
             "the drainer lease is held by {}, which is draining this site; stop it or run again with --wait",
             holder.as_deref().unwrap_or("another process")

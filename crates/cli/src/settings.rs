@@ -10,8 +10,21 @@ use opsbuffer_engine::{AuthSettings, DrainSettings, OpenEndpoint, SiteConfig, Si
 use opsbuffer_pg::PgSettings;
 use opsbuffer_redis::BufferSettings;
 
+/// Parses a duration setting; zero is rejected because every one of them
+/// is a timeout, an interval or a lifetime.
 fn duration(text: &str) -> Result<Duration, String> {
-    parse_duration(text)
+    let parsed = parse_duration(text)?;
+    if parsed.is_zero() {
+        return Err(format!("{text:?} is zero; give a duration greater than 0, such as 100ms or 5s"));
+    }
+    Ok(parsed)
+}
+
+fn pool_size(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(size) if (1..=1000).contains(&size) => Ok(size),
+        _ => Err(format!("{text:?} is not a pool size; give a whole number from 1 to 1000")),
+    }
 }
 
 fn site_type(text: &str) -> Result<SiteType, String> {
@@ -62,7 +75,7 @@ pub struct Connections {
     pub db_statement_timeout: Duration,
 
     /// Connections per database pool.
-    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16)]
+    #[arg(long, env = "DB_POOL_SIZE", default_value_t = 16, value_parser = pool_size)]
     pub db_pool_size: usize,
 
     /// Longest one Redis call may take.

@@ -70,7 +70,8 @@ pub async fn run(command: TokenCommand, args: TokenArgs) -> anyhow::Result<()> {
             scopes.dedup();
             let expires_at = match expires_in {
                 Some(lifetime) => Some(
-                    chrono::Utc::now() + chrono::Duration::from_std(lifetime).context("--expires-in is too long")?,
+                    opsbuffer_engine::tokens::expiry_after(lifetime)
+                        .map_err(|e| anyhow::anyhow!("--expires-in: {e}"))?,
                 ),
                 None => None,
             };

@@ -204,6 +204,18 @@ pub struct TokenCache {
     last_recorded: Mutex<HashMap<Uuid, Instant>>,
 }
 
+/// Returns the expiry time of a token that lives `lifetime` from now, or
+/// an error when that time is after the year 9999, the last one RFC 3339
+/// can write.
+pub fn expiry_after(lifetime: Duration) -> Result<DateTime<Utc>, String> {
+    let latest = DateTime::parse_from_rfc3339("9999-12-31T23:59:59Z").expect("a valid RFC 3339 time").to_utc();
+    chrono::Duration::from_std(lifetime)
+        .ok()
+        .and_then(|lifetime| Utc::now().checked_add_signed(lifetime))
+        .filter(|expiry| *expiry <= latest)
+        .ok_or_else(|| "the expiry would be after the year 9999; give a shorter lifetime".to_owned())
+}
+
 /// The SHA-256 hash of a token.
 pub fn hash_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()

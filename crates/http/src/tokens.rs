@@ -22,9 +22,9 @@ fn expiry(request: &CreateTokenRequest) -> Result<Option<DateTime<Utc>>, ApiErro
         (Some(lifetime), None) => {
             let lifetime = parse_duration(lifetime)
                 .map_err(|e| ApiError::bad_request("invalid_value", "expires_in", format!("expires_in: {e}")))?;
-            let lifetime = chrono::Duration::from_std(lifetime)
-                .map_err(|_| ApiError::bad_request("invalid_value", "expires_in", "expires_in is too long"))?;
-            Ok(Some(Utc::now() + lifetime))
+            let expiry = opsbuffer_engine::tokens::expiry_after(lifetime)
+                .map_err(|e| ApiError::bad_request("invalid_value", "expires_in", format!("expires_in: {e}")))?;
+            Ok(Some(expiry))
         }
         (None, Some(at)) => DateTime::parse_from_rfc3339(at).map(|t| Some(t.with_timezone(&Utc))).map_err(|e| {
             ApiError::bad_request(

@@ -187,6 +187,17 @@ async fn token_created_during_outage_works_at_once() {
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["status"], "buffered");
     let token = created["token"].as_str().unwrap().to_owned();
+
+    let (status, body) = site
+        .call_as(
+            Method::POST,
+            "/tokens",
+            Some(json!({"name": "forever", "scopes": ["admin"], "expires_in": "99999999d"})),
+            Some(&admin_token),
+        )
+        .await;
+    assert_eq!(status, 400, "an expiry past the year 9999: {body}");
+    assert_eq!(body["error"]["field"], "expires_in", "{body}");
     assert!(token.starts_with("opsb_"), "{created}");
 
     let (status, body) = site

@@ -76,6 +76,12 @@ async fn token_create_rejects_bad_scopes() {
     let (ok, stdout, stderr) = opsbuffer(&site, &["token", "create", "--name", "x", "--scopes", "read"]).await;
     assert!(!ok, "{stdout}");
     assert!(stderr.contains("unknown scope"), "{stderr}");
+
+    let (ok, stdout, stderr) =
+        opsbuffer(&site, &["token", "create", "--name", "x", "--scopes", "admin", "--expires-in", "99999999d"]).await;
+    assert!(!ok, "{stdout}");
+    assert!(stderr.contains("--expires-in"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
     site.stop().await;
 }
 

@@ -89,6 +89,17 @@ async fn invalid_environment_value_names_the_setting() {
 }
 
 #[tokio::test]
+async fn zero_sizes_and_intervals_are_rejected() {
+    for (name, flag) in [("DB_POOL_SIZE", "--db-pool-size"), ("LSN_CHECK_INTERVAL", "--lsn-check-interval")] {
+        let env = vec![(name, "0".to_owned())];
+        let (status, stdout, stderr) = run_opsbuffer(&["config", "check", "--offline"], &env).await;
+        assert!(!status.success(), "{name}=0: {stdout}");
+        assert!(stderr.contains(flag), "{name}=0: {stderr}");
+        assert!(stderr.contains(name), "{name}=0: {stderr}");
+    }
+}
+
+#[tokio::test]
 async fn invalid_relation_fails_the_check() {
     let env = vec![("DRAIN_BATCH_TIMEOUT", "25s".to_owned()), ("DRAINER_LEASE_TTL", "30s".to_owned())];
     let (status, stdout, stderr) = run_opsbuffer(&["config", "check", "--offline"], &env).await;
