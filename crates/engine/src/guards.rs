@@ -2,9 +2,9 @@
 //! safe.
 //!
 //! The unique and child checks of a write read the merged view before the
-//! acknowledge script runs, so two requests checked at the same time could
-//! both pass: two files with one unique path, or a child created while its
-//! parent's delete is checked. Each pending transaction therefore counts,
+//! acknowledge script runs. Two requests checked at the same time could
+//! therefore both pass, such as two files with one unique path, or a child
+//! created while its parent's delete is checked. Each pending transaction therefore counts,
 //! per table, the unique values it writes (`u:{hash}`) and the records it
 //! refers to (`r:{key}`). A write reads the counts its checks depend on
 //! before it reads the merged view, and the acknowledge script stores it
@@ -22,10 +22,10 @@ use sha2::{Digest, Sha256};
 
 use crate::write::references_primary_key;
 
-/// The guards of `plan`. The unique values it writes and the records it
-/// deletes that other tables can refer to are expected unchanged (their
-/// counts are left 0 for the caller to read); the unique values and
-/// references it writes are added.
+/// Lists the guards of `plan`. The unique values it writes, and the
+/// records it deletes that other tables can refer to, are expected
+/// unchanged; their counts are left 0 for the caller to read. The unique
+/// values and references it writes are added.
 ///
 /// NOTE: a patch that changes only some columns of a multi-column unique
 /// key adds no guard, because the full value is known only after the
@@ -76,9 +76,9 @@ pub fn plan_guards(plan: &Plan, registry: &Registry) -> Guards {
     Guards { expected: expected.into_iter().collect(), added: added.into_iter().collect() }
 }
 
-/// The guard of one value of a unique key: a hash, so the field stays
-/// short whatever the value. Two values with one hash only cost a second
-/// check.
+/// Returns the guard of one value of a unique key. The field is a hash,
+/// so it stays short whatever the value; two values with one hash only
+/// cost a second check.
 fn unique_guard(table: &Table, constraint: &str, values: &[&Value]) -> Guard {
     let mut hasher = Sha256::new();
     hasher.update(constraint.as_bytes());
@@ -91,7 +91,7 @@ fn unique_guard(table: &Table, constraint: &str, values: &[&Value]) -> Guard {
     Guard { table: table.name.clone(), field: format!("u:{hex}") }
 }
 
-/// The guard of the references to one record.
+/// Returns the guard of the references to one record.
 fn reference_guard(table: &str, key: &str) -> Guard {
     Guard { table: table.to_owned(), field: format!("r:{key}") }
 }

@@ -140,8 +140,8 @@ pub fn router(engine: AppState) -> Router {
         .with_state(engine)
 }
 
-/// Gives the plain-text answers of the body limit and of the request
-/// timeout the JSON error body every other error has.
+/// Replaces the plain-text responses of the body limit and of the request
+/// timeout with the JSON error body of every other error.
 async fn json_error_bodies(response: Response) -> Response {
     let is_json =
         response.headers().get(CONTENT_TYPE).is_some_and(|value| value.as_bytes().starts_with(b"application/json"));

@@ -170,7 +170,7 @@ pub async fn children(
     Ok(Json(json!({"records": records, "next": next})))
 }
 
-/// The single-column foreign keys of `child` that point at `parent`.
+/// Returns the single-column foreign keys of `child` that point at `parent`.
 fn foreign_key_columns(parent: &Table, child: &Table) -> Vec<String> {
     child
         .foreign_keys
@@ -180,8 +180,8 @@ fn foreign_key_columns(parent: &Table, child: &Table) -> Vec<String> {
         .collect()
 }
 
-/// The one foreign key of `child` that points at `parent`, when `via=` is
-/// left out.
+/// Picks the one foreign key of `child` that points at `parent`, when
+/// `via=` is left out.
 fn infer_via(parent: &Table, child: &Table, candidates: &[String]) -> Result<String, ApiError> {
     match candidates {
         [one] => Ok(one.clone()),

@@ -78,7 +78,7 @@ pub struct Guards {
     pub added: Vec<(Guard, i64)>,
 }
 
-/// What the acknowledge script checks and records besides the entries.
+/// The checks and records of the acknowledge script besides the entries.
 #[derive(Debug, Clone, Copy)]
 pub struct AcknowledgeChecks<'a> {
     /// Records written or referenced, as `table\x1fkey`, held when the

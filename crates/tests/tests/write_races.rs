@@ -7,7 +7,7 @@ use futures::future::join_all;
 use opsbuffer_tests::{REPLAY, SiteOptions, TestSite, admin};
 use serde_json::{Value, json};
 
-/// A raw data file of `unit` with the given relative path.
+/// Builds the body of a raw data file of `unit` at `path`.
 fn file(unit: &str, module: i32, path: &str) -> Value {
     json!({
         "name": path.rsplit('/').next().unwrap(),

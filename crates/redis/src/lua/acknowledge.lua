@@ -4,9 +4,9 @@
 -- check or a full buffer writes nothing.
 --
 -- The checks of the request read the guards it expects before reading the
--- merged view; a guard that changed since means a concurrent write may
--- have made them wrong, so the script returns "stale" and the request is
--- checked again.
+-- merged view. A guard that changed since then means a concurrent write
+-- may have made the checks wrong, so the script returns "stale" and the
+-- request is checked again.
 --
 -- ARGV: prefix, txid, now_ms, max_pending (0: no limit), keys_json,
 -- guards_json (added on success), expected guard count, then per expected

@@ -20,8 +20,8 @@ for i = 1, #window, 2 do
   local id, seq = window[i], window[i + 1]
   local txkey = prefix .. 'tx:' .. id
   local h = redis.call('HMGET', txkey, 'keys', 'entries')
-  -- The dead letters at the root of what holds the transaction, each
-  -- once: a blocked holder stands for the dead letters that block it.
+  -- The dead letters at the root of what blocks the transaction, each
+  -- once. A blocked holder is replaced by the dead letters that block it.
   local holders, seen = {}, {}
   local function add_root(root)
     if not seen[root] then
