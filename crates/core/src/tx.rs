@@ -141,9 +141,23 @@ pub fn plan_transaction(registry: &Registry, body: &Json, ctx: &mut PlanContext<
             format!("unknown field {extra:?}; the body has only steps"),
         ));
     }
-    let steps = object.get("steps").and_then(Json::as_array).ok_or_else(|| {
-        WriteError::invalid("missing_field", "steps", "steps is required: a list of {\"op\", \"table\", ...} objects")
-    })?;
+    let steps = match object.get("steps") {
+        Some(Json::Array(steps)) => steps,
+        Some(other) => {
+            return Err(WriteError::invalid(
+                "invalid_value",
+                "steps",
+                format!("steps must be a list of {{\"op\", \"table\", ...}} objects, not {other}"),
+            ));
+        }
+        None => {
+            return Err(WriteError::invalid(
+                "missing_field",
+                "steps",
+                "steps is required: a list of {\"op\", \"table\", ...} objects",
+            ));
+        }
+    };
     if steps.is_empty() {
         return Err(WriteError::invalid("invalid_value", "steps", "steps must contain at least one step"));
     }

@@ -239,6 +239,10 @@ async fn rejected_writes_leave_redis_unchanged() {
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("[0].relative_path of this request"), "{body}");
 
+    assert_rejected(&site, post.clone(), "/transactions", json!({"steps": "x"}), 400, "invalid_value", Some("steps"))
+        .await;
+    assert_rejected(&site, post.clone(), "/transactions", json!({}), 400, "missing_field", Some("steps")).await;
+
     let too_many: Vec<Value> = (0..10_001)
         .map(|i| json!({"name": "f.g3", "relative_path": format!("{}/many/{i}", reference.tag), "size_bytes": 1, "checksum": "x", "executed_obs_unit_id": existing, "instrument_module_id": reference.module}))
         .collect();
