@@ -153,6 +153,12 @@ impl Condition {
                         format!("like applies to text columns; {column_name} has type {}", ty.display_name()),
                     ));
                 }
+                if operand.contains('\0') {
+                    return Err(query_error(
+                        column_name,
+                        format!("{column_name}: a like pattern must not contain the NUL character (%00)"),
+                    ));
+                }
                 let trailing_backslashes = operand.chars().rev().take_while(|c| *c == '\\').count();
                 if trailing_backslashes % 2 == 1 {
                     return Err(query_error(

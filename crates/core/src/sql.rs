@@ -265,6 +265,15 @@ mod tests {
     }
 
     #[test]
+    fn like_with_nul_is_rejected() {
+        let t = table();
+        for raw in ["like.a\0b", "ilike.\0", "not.like.x\0"] {
+            let error = Condition::parse(&t, "name", raw).unwrap_err();
+            assert!(error.message.contains("NUL"), "{raw}: {}", error.message);
+        }
+    }
+
+    #[test]
     fn repeated_not_is_rejected() {
         let t = table();
         let error = Condition::parse(&t, "name", "not.not.eq.a").unwrap_err();

@@ -8,7 +8,7 @@
 use std::str::FromStr;
 
 use bigdecimal::{BigDecimal, RoundingMode};
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime};
 use serde_json::Value as Json;
 use uuid::Uuid;
 
@@ -412,7 +412,7 @@ fn parse_date(text: &str) -> Option<Days> {
         _ => {}
     }
     let date = NaiveDate::parse_from_str(t, "%Y-%m-%d").ok()?;
-    Some(date_to_days(date))
+    (1..=9999).contains(&date.year()).then(|| date_to_days(date))
 }
 
 pub(crate) fn date_to_days(date: NaiveDate) -> Days {
@@ -472,13 +472,24 @@ pub fn parse_timestamp(text: &str, with_zone: bool) -> Result<Micros, String> {
         if with_zone {
             return Err("the time has no UTC offset; add Z or +HH:MM".into());
         }
-        return Ok(micros);
+        return in_supported_years(micros);
     }
     let offset_seconds = parse_offset(zone_text)?;
     if !with_zone {
-        return Ok(micros);
+        return in_supported_years(micros);
     }
-    micros.checked_sub(offset_seconds * 1_000_000).ok_or_else(|| "the time is out of range".into())
+    let utc = micros.checked_sub(offset_seconds * 1_000_000).ok_or("the time is out of range")?;
+    in_supported_years(utc)
+}
+
+/// Keeps a time whose year, in UTC for `timestamptz`, is from 1 to 9999.
+/// PostgreSQL has no year 0 and writes later years with more digits, which
+/// RFC 3339 cannot carry.
+fn in_supported_years(micros: Micros) -> Result<Micros, String> {
+    match DateTime::from_timestamp_micros(micros) {
+        Some(t) if (1..=9999).contains(&t.year()) => Ok(micros),
+        _ => Err("the time is outside the years 0001 to 9999 (in UTC for times with an offset)".into()),
+    }
 }
 
 fn parse_component(text: Option<&str>, name: &str) -> Result<u32, String> {
@@ -577,6 +588,25 @@ mod tests {
         {
             assert!(parse_timestamp(bad, true).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn timestamp_years_stay_within_1_to_9999() {
+        for bad in [
+            "9999-12-31T20:00:00-10:00",
+            "9999-12-31T23:59:59.9999995Z",
+            "0000-01-01T00:00:00Z",
+            "0001-01-01T00:00:00+14:00",
+        ] {
+            let error = parse_timestamp(bad, true).unwrap_err();
+            assert!(error.contains("0001 to 9999"), "{bad}: {error}");
+        }
+        assert!(parse_timestamp("9999-12-31T23:59:59.999999Z", true).is_ok());
+        assert!(parse_timestamp("0001-01-01T00:00:00Z", true).is_ok());
+        assert!(parse_timestamp("9999-12-31T23:59:59+05:00", false).is_ok(), "no offset applied without a zone");
+        assert!(parse_timestamp("infinity", true).is_ok());
+        assert!(ColumnType::Date.parse_text("0000-01-01").is_err());
+        assert!(ColumnType::Date.parse_text("9999-12-31").is_ok());
     }
 
     #[test]
