@@ -5,8 +5,9 @@
 //! acknowledge script runs. Two requests checked at the same time could
 //! therefore both pass, such as two files with one unique path, or a child
 //! created while its parent's delete is checked. Each pending transaction therefore counts,
-//! per table, the unique values it writes (`u:{hash}`) and the records it
-//! refers to (`r:{key}`). A write reads the counts its checks depend on
+//! per table, the unique values it writes (`u:{hash}`), the records it
+//! refers to (`r:{key}`) and, where a `CHECK` reads several columns, the
+//! records it updates (`w:{key}`). A write reads the counts its checks depend on
 //! before it reads the merged view, and the acknowledge script stores it
 //! only if they are unchanged. Otherwise the write is checked again, and
 //! the fresh check sees the concurrent write.
@@ -20,7 +21,7 @@ use opsbuffer_core::value::Value;
 use opsbuffer_redis::{Guard, Guards};
 use sha2::{Digest, Sha256};
 
-use crate::write::references_primary_key;
+use crate::write::{columns_in, references_primary_key};
 
 /// Lists the guards of `plan`. The unique values it writes, and the
 /// records it deletes that other tables can refer to, are expected
@@ -39,7 +40,17 @@ pub fn plan_guards(plan: &Plan, registry: &Registry) -> Guards {
         for change in &step.changes {
             let written: Vec<(usize, &Value)> = match &change.change {
                 Change::Create(row) => row.0.iter().enumerate().collect(),
-                Change::Patch(patch) => patch.iter().map(|(c, v)| (*c, v)).collect(),
+                Change::Patch(patch) => {
+                    // Two updates of one record checked at the same time
+                    // could each keep a multi-column CHECK true on its own
+                    // and break it together.
+                    if has_multi_column_check(table) {
+                        let guard = record_guard(&table.name, &change.key);
+                        expected.insert(guard.clone(), 0);
+                        *added.entry(guard).or_default() += 1;
+                    }
+                    patch.iter().map(|(c, v)| (*c, v)).collect()
+                }
                 Change::Delete => {
                     if !table.referenced_by.is_empty() {
                         expected.insert(reference_guard(&table.name, &change.key), 0);
@@ -89,6 +100,16 @@ fn unique_guard(table: &Table, constraint: &str, values: &[&Value]) -> Guard {
     let digest = hasher.finalize();
     let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
     Guard { table: table.name.clone(), field: format!("u:{hex}") }
+}
+
+/// Whether a `CHECK` constraint of `table` reads more than one column.
+fn has_multi_column_check(table: &Table) -> bool {
+    table.checks.iter().any(|check| columns_in(table, &check.expression).len() > 1)
+}
+
+/// Returns the guard of the pending updates of one record.
+fn record_guard(table: &str, key: &str) -> Guard {
+    Guard { table: table.to_owned(), field: format!("w:{key}") }
 }
 
 /// Returns the guard of the references to one record.

@@ -63,6 +63,12 @@ impl From<opsbuffer_redis::BufferError> for Retry {
     }
 }
 
+/// Largest value of a unique key, as text, that is accepted. PostgreSQL's
+/// B-tree index (version 4, 8 kB pages) rejects entries over 2704 bytes
+/// after compression. A longer value is rejected here, even one that would
+/// compress enough, rather than dead-lettered when main rejects it.
+const MAX_UNIQUE_VALUE_BYTES: usize = 2700;
+
 /// Most records of one table a delete check or unique check reads.
 const CHECK_QUERY_LIMIT: usize = 1000;
 
@@ -316,6 +322,8 @@ impl Engine {
         for step in &plan.steps {
             let table = &step.table;
             let step_start = written.len();
+            // The rows the step's updates start from, in step order.
+            let mut updated_from: Vec<(usize, Row)> = Vec::new();
             for change in &step.changes {
                 let id = (table.name.clone(), change.key.clone());
                 let current = match staged.get(&id) {
@@ -343,6 +351,7 @@ impl Engine {
                     }
                     Change::Patch(patch) => {
                         let mut row = require_existing(table, change, &current, &mut checked)?;
+                        updated_from.push((written.len() - step_start, row.clone()));
                         for (position, value) in patch {
                             row.0[*position] = value.clone();
                         }
@@ -372,6 +381,7 @@ impl Engine {
                     }
                 }
             }
+            check_unique_in_order(&written[step_start..], &updated_from)?;
             self.check_unique(&written[step_start..], &staged).await?;
         }
 
@@ -613,11 +623,9 @@ impl Engine {
 
     /// Checks that no unique value of a step's rows is used by another
     /// record: one this transaction staged (as it stands after the step), or
-    /// one of the merged view that the transaction did not touch.
-    ///
-    /// NOTE: rows of one bulk step are checked together, so a bulk update
-    /// that swaps unique values between records passes here and main then
-    /// rejects it statement by statement.
+    /// one of the merged view that the transaction did not touch. The
+    /// order of the rows inside the step is checked by
+    /// [`check_unique_in_order`].
     async fn check_unique(
         &self,
         rows: &[WrittenRow],
@@ -664,6 +672,19 @@ impl Engine {
                 }
                 let texts: Vec<String> = values.iter().map(|v| v.key_text()).collect();
                 let field = field_path(path, &table.columns[unique.columns[0]].name);
+                let size: usize = texts.iter().map(String::len).sum();
+                if size > MAX_UNIQUE_VALUE_BYTES {
+                    return Err(WriteError::new(
+                        Rejection::Unprocessable,
+                        "value_too_long",
+                        Some(field.clone()),
+                        format!(
+                            "{field}: the value is {size} bytes, but values of unique constraint {} are limited to {MAX_UNIQUE_VALUE_BYTES} bytes because PostgreSQL's B-tree index cannot hold longer entries",
+                            unique.name
+                        ),
+                    )
+                    .into());
+                }
 
                 // Records this transaction staged, with their staged values.
                 let clash = staged_by_value
@@ -843,9 +864,59 @@ impl Engine {
     }
 }
 
+/// Checks that no row of a step takes a unique value that a later row of
+/// the same step still has before its update. PostgreSQL applies the rows
+/// of a step one by one and checks unique constraints after each, so such
+/// a step, a swap of two values for example, fails on main although its
+/// final state is valid. `updated_from` holds the index in `rows` and the
+/// prior row of each update.
+fn check_unique_in_order(rows: &[WrittenRow], updated_from: &[(usize, Row)]) -> Result<(), WriteError> {
+    let Some(first) = rows.first() else { return Ok(()) };
+    let table = &first.table;
+    if updated_from.len() < 2 || table.unique_keys.is_empty() {
+        return Ok(());
+    }
+    for unique in &table.unique_keys {
+        let text_of = |row: &Row| -> Option<Vec<String>> {
+            let values: Vec<&Value> = unique.columns.iter().map(|c| row.get(*c)).collect();
+            (!values.iter().any(|v| v.is_null())).then(|| values.iter().map(|v| v.key_text()).collect())
+        };
+        // The value each updated row gives up, with the row's position.
+        let mut released: HashMap<Vec<String>, usize> = HashMap::new();
+        for (index, before) in updated_from {
+            if let Some(old) = text_of(before)
+                && text_of(&rows[*index].row).as_ref() != Some(&old)
+            {
+                released.insert(old, *index);
+            }
+        }
+        for (index, written) in rows.iter().enumerate() {
+            let Some(new) = text_of(&written.row) else { continue };
+            if let Some(later) = released.get(&new)
+                && *later > index
+            {
+                let column = &table.columns[unique.columns[0]].name;
+                let field = field_path(&written.path, column);
+                return Err(WriteError::new(
+                    Rejection::Conflict,
+                    "unique_violation",
+                    Some(field.clone()),
+                    format!(
+                        "{field}: the value ({}) still belongs to {} until that later row is updated (unique constraint {}); PostgreSQL updates the rows in order, so update that row first, or swap values through a temporary value in an earlier step",
+                        new.join(", "),
+                        field_path(&rows[*later].path, column),
+                        unique.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The columns of `table` an SQL expression mentions, outside string
 /// literals, in order of first mention.
-fn columns_in(table: &Table, expression: &str) -> Vec<String> {
+pub(crate) fn columns_in(table: &Table, expression: &str) -> Vec<String> {
     let mut found: Vec<String> = Vec::new();
     let mut word = String::new();
     let mut in_literal = false;

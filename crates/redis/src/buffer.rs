@@ -63,7 +63,8 @@ pub enum Rule {
 
 /// A counter of pending transactions that wrote something another
 /// write's checks depend on: a value of a unique constraint (field
-/// `u:{hash}`) or a reference to a record (field `r:{key}`).
+/// `u:{hash}`), a reference to a record (field `r:{key}`) or an update of
+/// a record (field `w:{key}`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Guard {
     pub table: String,

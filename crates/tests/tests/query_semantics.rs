@@ -253,6 +253,8 @@ async fn bad_queries_name_the_parameter() {
         ("/records/executed_obs_unit?provenance=maybe", "provenance"),
         ("/records/executed_obs_unit?status", "status"),
         ("/records/executed_obs_unit?status=not.not.eq.running", "status"),
+        ("/records/executed_obs_unit?status=like.a%00b", "status"),
+        ("/records/executed_obs_unit?start_time=gt.9999-12-31T20:00:00-10:00", "start_time"),
         ("/records/executed_obs_unit/not-a-uuid", "id"),
         (&format!("/records/executed_obs_unit/{}/raw_data_file?via=name", uuid::Uuid::nil()), "via"),
         (&format!("/records/observing_program/{}/raw_data_file", 1), "via"),

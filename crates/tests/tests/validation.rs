@@ -241,6 +241,55 @@ async fn rejected_writes_leave_redis_unchanged() {
 
     assert_rejected(&site, post.clone(), "/transactions", json!({"steps": "x"}), 400, "invalid_value", Some("steps"))
         .await;
+    for late in ["9999-12-31T20:00:00-10:00", "0000-01-01T00:00:00Z", "0001-01-01T00:00:00+14:00"] {
+        assert_rejected(
+            &site,
+            post.clone(),
+            start,
+            json!({"obs_unit_id": reference.obs_unit, "start_time": late}),
+            400,
+            "invalid_value",
+            Some("start_time"),
+        )
+        .await;
+    }
+    assert_rejected(
+        &site,
+        post.clone(),
+        "/raw_data_files/",
+        json!({"name": "long.g3", "relative_path": format!("{}/{}", reference.tag, "x".repeat(3000)), "size_bytes": 1, "checksum": "x", "executed_obs_unit_id": existing, "instrument_module_id": reference.module}),
+        422,
+        "value_too_long",
+        Some("relative_path"),
+    )
+    .await;
+
+    // Swapping two unique paths in one bulk update fails on main row by
+    // row, so it is refused; two files to swap are buffered first.
+    let (status, files) = site
+        .post(
+            "/raw_data_files/bulk",
+            json!([
+                {"name": "a.g3", "relative_path": format!("{}/swap-a.g3", reference.tag), "size_bytes": 1, "checksum": "x", "executed_obs_unit_id": existing, "instrument_module_id": reference.module},
+                {"name": "b.g3", "relative_path": format!("{}/swap-b.g3", reference.tag), "size_bytes": 1, "checksum": "x", "executed_obs_unit_id": existing, "instrument_module_id": reference.module}
+            ]),
+        )
+        .await;
+    assert_eq!(status, 201, "{files}");
+    let swap = json!({"steps": [{"op": "bulk_update", "table": "raw_data_file", "rows": [
+        {"id": files["ids"][0], "relative_path": format!("{}/swap-b.g3", reference.tag)},
+        {"id": files["ids"][1], "relative_path": format!("{}/swap-a.g3", reference.tag)}
+    ]}]});
+    assert_rejected(
+        &site,
+        post.clone(),
+        "/transactions",
+        swap,
+        409,
+        "unique_violation",
+        Some("steps[0].rows[0].relative_path"),
+    )
+    .await;
     assert_rejected(&site, post.clone(), "/transactions", json!({}), 400, "missing_field", Some("steps")).await;
 
     let too_many: Vec<Value> = (0..10_001)

@@ -130,3 +130,39 @@ async fn guards_released_after_eviction() {
     assert_eq!(body["error"]["code"], "unique_violation", "{body}");
     site.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_updates_keep_multi_column_check() {
+    let _replay = REPLAY.read().await;
+    let admin = admin().await;
+    let reference = admin.reference_data().await;
+    let site = TestSite::start(SiteOptions { background: false, ..SiteOptions::default() }).await;
+
+    // Each update alone keeps end_time >= start_time; both together break it.
+    for trial in 0..10 {
+        let (status, body) = site
+            .post(
+                "/executed_obs_units/start",
+                json!({"obs_unit_id": reference.obs_unit, "start_time": "2026-10-01T10:00:00Z"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let unit = body["id"].as_str().unwrap().to_owned();
+        let later_start = json!({"steps": [{"op": "update", "table": "executed_obs_unit", "id": unit,
+            "data": {"start_time": "2026-10-01T12:00:00Z"}}]});
+        let early_end = json!({"end_time": "2026-10-01T11:00:00Z"});
+        let finish = format!("/executed_obs_units/{unit}/finish");
+        let ((start_status, start_body), (end_status, end_body)) =
+            tokio::join!(site.post("/transactions", later_start), site.put(&finish, early_end));
+
+        assert!(
+            !(start_status == 201 && end_status == 200),
+            "trial {trial}: both updates of {unit} were acknowledged: {start_body} {end_body}"
+        );
+        let (_, record) = site.get(&format!("/records/executed_obs_unit/{unit}")).await;
+        if let (Some(start), Some(end)) = (record["start_time"].as_str(), record["end_time"].as_str()) {
+            assert!(end >= start, "trial {trial}: the merged record breaks the check: {record}");
+        }
+    }
+    site.stop().await;
+}

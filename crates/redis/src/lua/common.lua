@@ -98,9 +98,10 @@ local function remove_entries(entries_json, now)
 end
 
 -- A guard counts the pending transactions that wrote something a later
--- write's checks depend on: "u:{hash}" a value of a unique constraint, "r:{key}"
--- a reference to record {key}. A transaction's guards are a JSON list of
--- [table, field, n] and count until it is evicted or discarded.
+-- write's checks depend on: "u:{hash}" a value of a unique constraint,
+-- "r:{key}" a reference to record {key}, "w:{key}" an update of record
+-- {key}. A transaction's guards are a JSON list of [table, field, n] and
+-- count until it is evicted or discarded.
 local function add_guards(guards_json, sign)
   if not guards_json or guards_json == '' then return end
   for _, g in ipairs(cjson.decode(guards_json)) do
