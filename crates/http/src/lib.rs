@@ -140,8 +140,9 @@ pub fn router(engine: AppState) -> Router {
         .with_state(engine)
 }
 
-/// Replaces the plain-text responses of the body limit and of the request
-/// timeout with the JSON error body of every other error.
+/// Replaces the empty or plain-text responses of the router (wrong
+/// method), the body limit and the request timeout with the JSON error
+/// body of every other error.
 async fn json_error_bodies(response: Response) -> Response {
     let is_json =
         response.headers().get(CONTENT_TYPE).is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
@@ -153,6 +154,12 @@ async fn json_error_bodies(response: Response) -> Response {
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             format!("the request body is larger than {MAX_BODY_BYTES} bytes; split it into smaller requests"),
+        )
+        .into_response(),
+        StatusCode::METHOD_NOT_ALLOWED => error::ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this path does not accept that method; the Allow header lists the methods it accepts, and /openapi.json documents them",
         )
         .into_response(),
         StatusCode::SERVICE_UNAVAILABLE => error::ApiError::new(

@@ -1,4 +1,5 @@
-//! The request layer: request ids and route templates in the metrics.
+//! The request layer: request ids, route templates in the metrics, and
+//! JSON bodies for the errors the router makes itself.
 
 use opsbuffer_tests::{SiteOptions, TestSite};
 
@@ -36,5 +37,18 @@ async fn unknown_paths_share_one_route_label() {
     let text = site.http.get(format!("{}/metrics", site.base)).send().await.unwrap().text().await.unwrap();
     assert!(text.contains(r#"opsbuffer_http_requests_total{method="GET",route="unmatched",status="404"} 2"#), "{text}");
     assert!(!text.contains("/nothing/here"), "unknown paths must not become labels");
+    site.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_method_gets_json_error() {
+    let site = TestSite::start(SiteOptions::default()).await;
+    let response = site.http.delete(format!("{}/raw_data_files/", site.base)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    let allow = response.headers()["allow"].to_str().unwrap().to_owned();
+    assert!(allow.contains("POST"), "{allow}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("Allow header"), "{body}");
     site.stop().await;
 }
