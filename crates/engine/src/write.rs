@@ -21,7 +21,8 @@ use opsbuffer_core::tx::{Plan, PlannedChange, Rejection, WriteError, field_path}
 use opsbuffer_core::value::Value;
 use opsbuffer_pg::writer::{ErrorClass, Operation, Transaction};
 use opsbuffer_redis::{
-    AcknowledgeChecks, Acknowledgement, Guards, NewEntry, Precondition, PreconditionFailure, RECORD_SEPARATOR, Rule,
+    AcknowledgeChecks, Acknowledgement, Guards, NewEntry, Precondition, PreconditionFailure, RECORD_SEPARATOR,
+    REFERENCE_MARK, Rule,
 };
 use uuid::Uuid;
 
@@ -136,7 +137,8 @@ struct Checked {
     preconditions: Vec<Precondition>,
     /// Where each precondition comes from, for errors.
     precondition_paths: Vec<PreconditionOrigin>,
-    /// Records written or referenced, as `table\x1fkey`.
+    /// Records written, as `table\x1fkey`, or only referenced, as
+    /// `~table\x1fkey`.
     touched: Vec<String>,
     guards: Guards,
 }
@@ -602,7 +604,7 @@ impl Engine {
                     what: description.clone(),
                     reference: true,
                 });
-                checked.touched.push(record_name(&target.name, &key));
+                checked.touched.push(format!("{REFERENCE_MARK}{}", record_name(&target.name, &key)));
             } else {
                 let conditions: Vec<Condition> = fk
                     .referenced_columns

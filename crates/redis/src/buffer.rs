@@ -15,6 +15,11 @@ use crate::scripts;
 /// Separates table and key in the names of touched records.
 pub const RECORD_SEPARATOR: char = '\u{1f}';
 
+/// Starts the name of a record a transaction only refers to. Transactions
+/// that only refer to one record do not block each other when one of them
+/// is dead-lettered.
+pub const REFERENCE_MARK: char = '~';
+
 /// How long a replicated or discarded transaction stays readable through
 /// `GET /transactions/{id}`.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -82,8 +87,9 @@ pub struct Guards {
 /// The checks and records of the acknowledge script besides the entries.
 #[derive(Debug, Clone, Copy)]
 pub struct AcknowledgeChecks<'a> {
-    /// Records written or referenced, as `table\x1fkey`, held when the
-    /// transaction is dead-lettered or blocked.
+    /// Records written (`table\x1fkey`) or only referenced
+    /// (`~table\x1fkey`), held when the transaction is dead-lettered or
+    /// blocked.
     pub touched: &'a [String],
     pub guards: &'a Guards,
     pub preconditions: &'a [Precondition],

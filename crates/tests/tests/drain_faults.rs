@@ -218,6 +218,54 @@ async fn poison_transaction_is_dead_lettered_then_retried() {
 }
 
 #[tokio::test]
+async fn shared_parents_do_not_block_siblings() {
+    let _replay = REPLAY.read().await;
+    let admin = admin().await;
+    let reference = admin.reference_data().await;
+    let site = TestSite::start(SiteOptions::default()).await;
+    let unit = site.start_unit(reference.obs_unit).await;
+    site.wait_drained().await;
+    site.proxy().go_down();
+
+    let file = |name: &str| {
+        json!({"name": name, "relative_path": format!("{}/{name}", reference.tag), "size_bytes": 1, "checksum": "x",
+               "executed_obs_unit_id": unit, "instrument_module_id": reference.module})
+    };
+    let (_, poison) = site.post("/raw_data_files/", file("taken.g3")).await;
+    let poison_tx = poison["transaction_id"].as_str().unwrap().to_owned();
+    let poison_file = poison["id"].as_str().unwrap().to_owned();
+    let update =
+        json!({"steps": [{"op": "update", "table": "raw_data_file", "id": poison_file, "data": {"size_bytes": 2}}]});
+    let (status, dependent) = site.post("/transactions", update).await;
+    assert_eq!(status, 201, "{dependent}");
+    let dependent_tx = dependent["transaction_id"].as_str().unwrap().to_owned();
+    let (status, sibling) = site.post("/raw_data_files/", file("free.g3")).await;
+    assert_eq!(status, 201, "{sibling}");
+    let sibling_tx = sibling["transaction_id"].as_str().unwrap().to_owned();
+
+    // Main gets the poison file's path behind opsbuffer's back, so main
+    // rejects the poison file with a unique violation.
+    admin
+        .main
+        .execute(
+            "INSERT INTO raw_data_file (id, name, relative_path, size_bytes, checksum, executed_obs_unit_id, instrument_module_id) \
+             VALUES ($1::text::uuid, 'other.g3', $2, 1, 'x', $3::text::uuid, $4)",
+            &[&uuid::Uuid::now_v7().to_string(), &format!("{}/taken.g3", reference.tag), &unit, &reference.module],
+        )
+        .await
+        .unwrap();
+    site.proxy().come_up();
+
+    let dead = site.wait_transaction(&poison_tx, &["dead"]).await;
+    assert_eq!(dead["sqlstate"], "23505", "{dead}");
+    let blocked = site.wait_transaction(&dependent_tx, &["blocked"]).await;
+    assert_eq!(blocked["blocked_by"], json!([poison_tx]), "the update of the dead letter's file waits");
+    // The sibling shares only the unit and the module it refers to.
+    site.wait_transaction(&sibling_tx, &["applied", "replicated"]).await;
+    site.stop().await;
+}
+
+#[tokio::test]
 async fn discarded_dead_letter_disappears_from_merged_view() {
     let _replay = REPLAY.read().await;
     let admin = admin().await;

@@ -117,16 +117,28 @@ local function release_guards(txkey)
   redis.call('HDEL', txkey, 'guards')
 end
 
+-- A transaction's "keys" name the records it touches as "table\31key",
+-- with a leading "~" for a record it only refers to. Returns the record
+-- and whether it is only referred to.
+local function parse_key(k)
+  if string.sub(k, 1, 1) == '~' then return string.sub(k, 2), true end
+  return k, false
+end
+
 -- "held" maps a record ("table\31key") to the space-separated ids of the
--- dead-lettered or blocked transactions that touch it.
+-- dead-lettered or blocked transactions that touch it, each followed by
+-- "~" when the transaction only refers to the record.
 local function hold_keys(txid, keys_json)
   if not keys_json then return end
   for _, k in ipairs(cjson.decode(keys_json)) do
-    local cur = redis.call('HGET', prefix .. 'held', k)
+    local record, reference = parse_key(k)
+    local token = txid
+    if reference then token = txid .. '~' end
+    local cur = redis.call('HGET', prefix .. 'held', record)
     if cur then
-      redis.call('HSET', prefix .. 'held', k, cur .. ' ' .. txid)
+      redis.call('HSET', prefix .. 'held', record, cur .. ' ' .. token)
     else
-      redis.call('HSET', prefix .. 'held', k, txid)
+      redis.call('HSET', prefix .. 'held', record, token)
     end
   end
 end
@@ -134,16 +146,17 @@ end
 local function release_keys(txid, keys_json)
   if not keys_json then return end
   for _, k in ipairs(cjson.decode(keys_json)) do
-    local cur = redis.call('HGET', prefix .. 'held', k)
+    local record = parse_key(k)
+    local cur = redis.call('HGET', prefix .. 'held', record)
     if cur then
       local rest = {}
-      for id in string.gmatch(cur, '%S+') do
-        if id ~= txid then rest[#rest + 1] = id end
+      for token in string.gmatch(cur, '%S+') do
+        if token ~= txid and token ~= txid .. '~' then rest[#rest + 1] = token end
       end
       if #rest == 0 then
-        redis.call('HDEL', prefix .. 'held', k)
+        redis.call('HDEL', prefix .. 'held', record)
       else
-        redis.call('HSET', prefix .. 'held', k, table.concat(rest, ' '))
+        redis.call('HSET', prefix .. 'held', record, table.concat(rest, ' '))
       end
     end
   end

@@ -29,11 +29,17 @@ for i = 1, #window, 2 do
       holders[#holders + 1] = root
     end
   end
+  -- Two transactions that only refer to one record do not hold each
+  -- other up; any other pair touching it does.
   if h[1] then
     for _, k in ipairs(cjson.decode(h[1])) do
-      local held = redis.call('HGET', prefix .. 'held', k)
-      for holder in string.gmatch(held or '', '%S+') do
-        if not seen[holder] then
+      local record, reference = parse_key(k)
+      local held = redis.call('HGET', prefix .. 'held', record)
+      for token in string.gmatch(held or '', '%S+') do
+        local holder = token
+        local holder_refers = string.sub(token, -1) == '~'
+        if holder_refers then holder = string.sub(token, 1, -2) end
+        if not seen[holder] and not (reference and holder_refers) then
           local roots = redis.call('HGET', prefix .. 'tx:' .. holder, 'blocked_by')
           if roots and redis.call('ZSCORE', prefix .. 'blocked', holder) then
             seen[holder] = true
