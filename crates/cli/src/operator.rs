@@ -158,7 +158,7 @@ fn print_record(record: &TransactionRecord, json: bool) -> anyhow::Result<()> {
     println!("records:");
     for (table, field) in &record.entries {
         match opsbuffer_core::overlay::EntryId::parse(field) {
-            Some(entry) => println!("  {:?} {table} {}", entry.kind, entry.key),
+            Some(entry) => println!("  {} {table} {}", entry.kind.op_name(), entry.key),
             None => println!("  {table} {field}"),
         }
     }

@@ -25,6 +25,15 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
+    /// Returns the name of the operation as the API spells it in steps.
+    pub fn op_name(self) -> &'static str {
+        match self {
+            ChangeKind::Create => "create",
+            ChangeKind::Patch => "update",
+            ChangeKind::Delete => "delete",
+        }
+    }
+
     pub fn code(self) -> char {
         match self {
             ChangeKind::Create => 'c',

@@ -673,7 +673,13 @@ impl Engine {
                     continue;
                 }
                 let texts: Vec<String> = values.iter().map(|v| v.key_text()).collect();
-                let field = field_path(path, &table.columns[unique.columns[0]].name);
+                // Name the column an update changed; a create names the first.
+                let named = patched
+                    .as_ref()
+                    .and_then(|p| unique.columns.iter().find(|c| p.contains(c)))
+                    .unwrap_or(&unique.columns[0]);
+                let column = &table.columns[*named].name;
+                let field = field_path(path, column);
                 let size: usize = texts.iter().map(String::len).sum();
                 if size > MAX_UNIQUE_VALUE_BYTES {
                     return Err(WriteError::new(
@@ -695,7 +701,6 @@ impl Engine {
                     .and_then(|keys| keys.iter().find(|other| **other != key))
                     .map(|other| (*other).to_owned());
                 if let Some(other) = clash {
-                    let column = &table.columns[unique.columns[0]].name;
                     // A clash inside the request is reported at the later
                     // row and names the earlier one by its request field,
                     // because the client never saw its generated key.

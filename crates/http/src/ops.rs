@@ -65,11 +65,7 @@ pub fn transaction_json(record: &TransactionRecord) -> JsonValue {
             json!({
                 "table": table,
                 "id": parsed.as_ref().map(|p| p.key.clone()),
-                "op": parsed.map(|p| match p.kind {
-                    opsbuffer_core::overlay::ChangeKind::Create => "create",
-                    opsbuffer_core::overlay::ChangeKind::Patch => "update",
-                    opsbuffer_core::overlay::ChangeKind::Delete => "delete",
-                }),
+                "op": parsed.map(|p| p.kind.op_name()),
             })
         }).collect::<Vec<_>>(),
     })

@@ -56,11 +56,19 @@ pub async fn create(
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedTokenResponse>), ApiError> {
     let request: CreateTokenRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            "invalid_body",
-            "",
-            format!("the body must be {{\"name\", \"scopes\": [...], \"expires_in\"?, \"expires_at\"?}}: {e}"),
-        )
+        let shape = "the body must be {\"name\", \"scopes\": [...], \"expires_in\"?, \"expires_at\"?}";
+        // serde names the field only in these two messages.
+        let text = e.to_string();
+        let named = |prefix: &str| text.strip_prefix(prefix).and_then(|rest| rest.split('`').next()).map(str::to_owned);
+        match (named("missing field `"), named("unknown field `")) {
+            (Some(field), _) => {
+                ApiError::bad_request("missing_field", field.clone(), format!("{field} is required; {shape}"))
+            }
+            (None, Some(field)) => {
+                ApiError::bad_request("unknown_field", field.clone(), format!("unknown field {field:?}; {shape}"))
+            }
+            (None, None) => ApiError::bad_request("invalid_body", "", format!("{shape}: {e}")),
+        }
     })?;
     let scopes = request
         .scopes

@@ -198,6 +198,11 @@ async fn token_created_during_outage_works_at_once() {
         .await;
     assert_eq!(status, 400, "an expiry past the year 9999: {body}");
     assert_eq!(body["error"]["field"], "expires_in", "{body}");
+    let (status, body) =
+        site.call_as(Method::POST, "/tokens", Some(json!({"scopes": ["admin"]})), Some(&admin_token)).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "missing_field", "{body}");
+    assert_eq!(body["error"]["field"], "name", "{body}");
     assert!(token.starts_with("opsb_"), "{created}");
 
     let (status, body) = site

@@ -252,6 +252,7 @@ async fn dead_and_tx_commands_repair_a_dead_letter() {
     assert!(ok);
     assert!(shown.contains("state        dead"), "{shown}");
     assert!(shown.contains("SQLSTATE     23503"), "{shown}");
+    assert!(shown.contains("  create executed_obs_unit "), "operations named as in the API: {shown}");
 
     let (ok, tx, _) = opsbuffer(&site, &["tx", "show", &transaction, "--json"]).await;
     assert!(ok);
