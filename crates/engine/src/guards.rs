@@ -10,7 +10,7 @@
 //! records it updates (`w:{key}`). A write reads the counts its checks depend on
 //! before it reads the merged view, and the acknowledge script stores it
 //! only if they are unchanged. Otherwise the write is checked again, and
-//! the fresh check sees the concurrent write.
+//! the fresh check reads the concurrent write.
 
 use std::collections::BTreeMap;
 
@@ -25,7 +25,7 @@ use crate::write::{columns_in, references_primary_key};
 
 /// Lists the guards of `plan`. The unique values it writes, and the
 /// records it deletes that other tables can refer to, are expected
-/// unchanged; their counts are left 0 for the caller to read. The unique
+/// unchanged. Their counts are left 0 for the caller to read. The unique
 /// values and references it writes are added.
 ///
 /// NOTE: a patch that changes only some columns of a multi-column unique
@@ -102,7 +102,8 @@ fn unique_guard(table: &Table, constraint: &str, values: &[&Value]) -> Guard {
     Guard { table: table.name.clone(), field: format!("u:{hex}") }
 }
 
-/// Whether a `CHECK` constraint of `table` reads more than one column.
+/// Returns whether a `CHECK` constraint of `table` reads more than one
+/// column.
 fn has_multi_column_check(table: &Table) -> bool {
     table.checks.iter().any(|check| columns_in(table, &check.expression).len() > 1)
 }

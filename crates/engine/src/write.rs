@@ -875,7 +875,7 @@ impl Engine {
 /// the same step still has before its update. PostgreSQL applies the rows
 /// of a step one by one and checks unique constraints after each, so such
 /// a step, a swap of two values for example, fails on main although its
-/// final state is valid. `updated_from` holds the index in `rows` and the
+/// final state is valid. `updated_from` contains the index in `rows` and the
 /// prior row of each update.
 fn check_unique_in_order(rows: &[WrittenRow], updated_from: &[(usize, Row)]) -> Result<(), WriteError> {
     let Some(first) = rows.first() else { return Ok(()) };
