@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use opsbuffer_core::overlay::{Change, EntryId, OverlayEntry};
 use opsbuffer_core::query::Condition;
@@ -38,6 +39,16 @@ pub struct Receipt {
     /// `buffered` at a secondary site, `committed` at a main site.
     pub status: &'static str,
 }
+
+/// The waits before each resend of an acknowledge whose reply was lost,
+/// about 5 s in all, enough for a restarted Redis to load its data.
+const ACKNOWLEDGE_RESEND_DELAYS: [Duration; 5] = [
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+    Duration::from_millis(800),
+    Duration::from_millis(1600),
+    Duration::from_millis(2000),
+];
 
 /// How often a write is checked again when a record moved between the
 /// buffer and local during its checks.
@@ -205,20 +216,38 @@ impl Engine {
             }
         }
 
-        let outcome = self
-            .buffer
-            .acknowledge(
-                transaction_id,
-                now_ms(),
-                self.config.max_pending,
-                AcknowledgeChecks {
-                    touched: &checked.touched,
-                    guards: &checked.guards,
-                    preconditions: &checked.preconditions,
-                },
-                &entries,
-            )
-            .await?;
+        let checks = AcknowledgeChecks {
+            touched: &checked.touched,
+            guards: &checked.guards,
+            preconditions: &checked.preconditions,
+        };
+        let now = now_ms();
+        let mut resent = 0;
+        let outcome = loop {
+            match self.buffer.acknowledge(transaction_id, now, self.config.max_pending, checks, &entries).await {
+                Ok(outcome) => break outcome,
+                // Redis may have stored the transaction before the reply was
+                // lost, so the same transaction id is sent again: the script
+                // then returns "duplicate" when the first attempt was stored.
+                Err(error) if error.reply_may_be_lost() && resent < ACKNOWLEDGE_RESEND_DELAYS.len() => {
+                    let delay = ACKNOWLEDGE_RESEND_DELAYS[resent];
+                    resent += 1;
+                    tracing::warn!(transaction_id = %transaction_id, attempt = resent, delay_ms = delay.as_millis() as u64, %error, "no reply to the acknowledge script; sending it again");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(error) if error.reply_may_be_lost() => {
+                    tracing::error!(transaction_id = %transaction_id, %error, "Redis did not confirm the transaction; it may be stored");
+                    return Err(Retry::Other(EngineError::unavailable(
+                        "buffer_unavailable",
+                        format!(
+                            "Redis did not confirm transaction {transaction_id} ({error}), so it may have been stored; GET /transactions/{transaction_id} tells whether it was, so check that before sending the write again"
+                        ),
+                        2,
+                    )));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
         match outcome {
             Acknowledgement::Stored { sequence } => {
                 tracing::info!(transaction_id = %transaction_id, sequence, records = entries.len(), "buffered transaction");
@@ -234,6 +263,11 @@ impl Engine {
                 5,
             ))),
             Acknowledgement::Stale => Err(Retry::Stale),
+            Acknowledgement::Duplicate if resent > 0 => {
+                tracing::info!(transaction_id = %transaction_id, records = entries.len(), "buffered transaction; an attempt whose reply was lost stored it");
+                self.queued.notify_one();
+                Ok(Receipt { transaction_id, ids: plan.ids(), status: "buffered" })
+            }
             Acknowledgement::Duplicate => {
                 Err(Retry::Other(EngineError::Internal(format!("transaction id {transaction_id} was generated twice"))))
             }

@@ -37,6 +37,25 @@ pub enum BufferError {
     Reply { what: &'static str, detail: String },
 }
 
+impl BufferError {
+    /// Returns whether Redis may have run the command although no reply
+    /// arrived: a timeout, a dropped or refused connection, or a server
+    /// still loading its data after a restart.
+    pub fn reply_may_be_lost(&self) -> bool {
+        match self {
+            BufferError::Timeout { .. } => true,
+            BufferError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_timeout()
+                    || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub struct BufferSettings {

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use futures::future::join_all;
+use opsbuffer_redis::{AcknowledgeChecks, Acknowledgement, Guard, Guards};
 use opsbuffer_tests::{REPLAY, SiteOptions, TestSite, admin};
 use serde_json::{Value, json};
 
@@ -164,5 +165,22 @@ async fn concurrent_updates_keep_multi_column_check() {
             assert!(end >= start, "trial {trial}: the merged record breaks the check: {record}");
         }
     }
+    site.stop().await;
+}
+
+#[tokio::test]
+async fn resent_acknowledge_reports_duplicate() {
+    let site = TestSite::start(SiteOptions { background: false, ..SiteOptions::default() }).await;
+    let guard = Guard { table: "raw_data_file".into(), field: "u:resend".into() };
+    let guards = Guards { expected: vec![(guard.clone(), 0)], added: vec![(guard, 1)] };
+    let checks = AcknowledgeChecks { touched: &[], guards: &guards, preconditions: &[] };
+    let id = uuid::Uuid::now_v7();
+
+    let first = site.engine.buffer.acknowledge(id, 0, 0, checks, &[]).await.unwrap();
+    assert!(matches!(first, Acknowledgement::Stored { .. }), "{first:?}");
+    // The first attempt raised the guard it expected at 0; a resend after a
+    // lost reply must still learn that the transaction is stored.
+    let again = site.engine.buffer.acknowledge(id, 0, 0, checks, &[]).await.unwrap();
+    assert!(matches!(again, Acknowledgement::Duplicate), "{again:?}");
     site.stop().await;
 }

@@ -20,6 +20,9 @@ local keys_json = ARGV[5]
 local guards_json = ARGV[6]
 local nexpect = tonumber(ARGV[7])
 local pos = 8
+-- First, so a request sent again after a lost reply learns that its first
+-- attempt was stored, whatever that attempt changed.
+if redis.call('EXISTS', prefix .. 'tx:' .. txid) == 1 then return {'duplicate', 0} end
 for i = 1, nexpect do
   local tbl, field, want = ARGV[pos], ARGV[pos + 1], tonumber(ARGV[pos + 2])
   pos = pos + 3
@@ -33,7 +36,6 @@ if max_pending > 0 then
   local pending = redis.call('ZCARD', prefix .. 'queue') + redis.call('ZCARD', prefix .. 'blocked')
   if pending >= max_pending then return {'full', pending} end
 end
-if redis.call('EXISTS', prefix .. 'tx:' .. txid) == 1 then return {'duplicate', 0} end
 
 -- "exists": the record exists in the merged view (in local or created in
 -- the buffer) and no delete is pending; a record whose delete reached local
