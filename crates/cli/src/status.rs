@@ -95,10 +95,10 @@ pub fn render(health: &Health) -> String {
                 if health.redis.durable { " (durable)" } else { " (NOT durable)" }
             ),
         ),
-        ("queued".into(), health.buffer.queued.to_string()),
-        ("blocked".into(), health.buffer.blocked.to_string()),
-        ("waiting for replication".into(), health.buffer.applied_waiting_replication.to_string()),
-        ("dead letters".into(), health.buffer.dead.to_string()),
+        ("queued".into(), count(health.buffer.queued)),
+        ("blocked".into(), count(health.buffer.blocked)),
+        ("waiting for replication".into(), count(health.buffer.applied_waiting_replication)),
+        ("dead letters".into(), count(health.buffer.dead)),
         ("oldest queued".into(), age(health.buffer.oldest_queued_age_s)),
         ("oldest waiting".into(), age(health.buffer.oldest_waiting_replication_age_s)),
         (
@@ -124,4 +124,9 @@ pub fn render(health: &Health) -> String {
         out.push_str(&format!("problem: {problem}\n"));
     }
     out
+}
+
+/// Formats a transaction count, which is unknown when Redis cannot be read.
+fn count(value: Option<u64>) -> String {
+    value.map_or_else(|| "unknown (Redis cannot be read)".to_owned(), |n| n.to_string())
 }

@@ -62,10 +62,12 @@ pub struct RedisHealth {
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BufferHealth {
-    pub queued: u64,
-    pub blocked: u64,
-    pub applied_waiting_replication: u64,
-    pub dead: u64,
+    /// Transaction counts; null when Redis cannot be read, because they are
+    /// unknown then, not zero.
+    pub queued: Option<u64>,
+    pub blocked: Option<u64>,
+    pub applied_waiting_replication: Option<u64>,
+    pub dead: Option<u64>,
     pub oldest_queued_age_s: Option<f64>,
     pub oldest_waiting_replication_age_s: Option<f64>,
 }
@@ -138,6 +140,8 @@ impl Engine {
 
         let now = now_ms();
         let age = |ms: Option<i64>| ms.map(|m| ((now - m).max(0) as f64) / 1000.0);
+        let known = stats.is_ok();
+        let count = |n: u64| known.then_some(n);
         let stats = stats.unwrap_or_default();
         if stats.dead > 0 {
             problems.push(format!("{} dead-lettered transaction(s) wait for an operator", stats.dead));
@@ -181,10 +185,10 @@ impl Engine {
             },
             redis: RedisHealth { reachable: redis.is_ok(), appendonly, appendfsync, durable, error: redis.err() },
             buffer: BufferHealth {
-                queued: stats.queued,
-                blocked: stats.blocked,
-                applied_waiting_replication: stats.applied_waiting_replication,
-                dead: stats.dead,
+                queued: count(stats.queued),
+                blocked: count(stats.blocked),
+                applied_waiting_replication: count(stats.applied_waiting_replication),
+                dead: count(stats.dead),
                 oldest_queued_age_s: age(stats.oldest_queued_ms),
                 oldest_waiting_replication_age_s: age(stats.oldest_waiting_replication_ms),
             },

@@ -135,6 +135,8 @@ async fn status_reports_an_unreachable_service() {
     assert!(main.contains("reachable"), "{main}");
     assert!(!main.contains("UNREACHABLE"), "{main}");
     assert!(table.contains("problem: Redis is unreachable"), "{table}");
+    let queued = table.lines().find(|l| l.starts_with("queued ")).unwrap_or_else(|| panic!("{table}"));
+    assert!(queued.contains("unknown"), "counts Redis cannot give are not zero: {queued}");
 }
 
 #[tokio::test]

@@ -93,13 +93,22 @@ pub struct LocalHealth {
     pub replay_paused: Option<bool>,
 }
 
+/// The buffer counts of `/health`. A count that is null there (Redis
+/// cannot be read) is read as `u64::MAX`, so it never looks drained.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 pub struct BufferCounts {
+    #[serde(deserialize_with = "unknown_as_max")]
     pub queued: u64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unknown_as_max")]
     pub blocked: u64,
+    #[serde(deserialize_with = "unknown_as_max")]
     pub applied_waiting_replication: u64,
+    #[serde(deserialize_with = "unknown_as_max")]
     pub dead: u64,
+}
+
+fn unknown_as_max<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    Ok(Option::<u64>::deserialize(deserializer)?.unwrap_or(u64::MAX))
 }
 
 impl BufferCounts {
