@@ -30,13 +30,14 @@ use crate::write::{columns_in, references_primary_key};
 ///
 /// NOTE: a patch that changes only some columns of a multi-column unique
 /// key adds no guard, because the full value is known only after the
-/// current row is read, so two such patches checked at the same time can
+/// current row is read. Two such patches checked at the same time can
 /// still both pass.
 pub fn plan_guards(plan: &Plan, registry: &Registry) -> Guards {
     let mut expected: BTreeMap<Guard, i64> = BTreeMap::new();
     let mut added: BTreeMap<Guard, i64> = BTreeMap::new();
     for step in &plan.steps {
         let table = &step.table;
+        let guard_updates = has_multi_column_check(table);
         for change in &step.changes {
             let written: Vec<(usize, &Value)> = match &change.change {
                 Change::Create(row) => row.0.iter().enumerate().collect(),
@@ -44,7 +45,7 @@ pub fn plan_guards(plan: &Plan, registry: &Registry) -> Guards {
                     // Two updates of one record checked at the same time
                     // could each keep a multi-column CHECK true on its own
                     // and break it together.
-                    if has_multi_column_check(table) {
+                    if guard_updates {
                         let guard = record_guard(&table.name, &change.key);
                         expected.insert(guard.clone(), 0);
                         *added.entry(guard).or_default() += 1;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use opsbuffer_core::overlay::{Change, EntryId, OverlayEntry};
 use opsbuffer_core::query::Condition;
 use opsbuffer_core::row::Row;
-use opsbuffer_core::schema::{ForeignKey, Table};
+use opsbuffer_core::schema::{ForeignKey, Table, UniqueKey};
 use opsbuffer_core::tx::{Plan, PlannedChange, Rejection, WriteError, field_path};
 use opsbuffer_core::value::Value;
 use opsbuffer_pg::writer::{ErrorClass, Operation, Transaction};
@@ -322,8 +322,8 @@ impl Engine {
         let guards = if self.is_secondary() {
             let (_, registry) = self.registry();
             let mut guards = crate::guards::plan_guards(plan, &registry);
-            let wanted: Vec<_> = guards.expected.iter().map(|(g, _)| g.clone()).collect();
-            let counts = self.buffer.guard_counts(&wanted).await?;
+            let expected_guards: Vec<_> = guards.expected.iter().map(|(g, _)| g.clone()).collect();
+            let counts = self.buffer.guard_counts(&expected_guards).await?;
             for ((_, count), read) in guards.expected.iter_mut().zip(counts) {
                 *count = read;
             }
@@ -684,9 +684,8 @@ impl Engine {
                     let mut index = KeysByValue::new();
                     for ((t, other), s) in staged {
                         if *t == table.name
-                            && let Some(r) = &s.row
+                            && let Some(texts) = s.row.as_ref().and_then(|r| unique_key_texts(unique, r))
                         {
-                            let texts = unique.columns.iter().map(|c| r.get(*c).key_text()).collect();
                             index.entry(texts).or_default().push(other.as_str());
                         }
                     }
@@ -905,6 +904,16 @@ impl Engine {
     }
 }
 
+/// Returns the values of a unique key in `row` as text, or `None` when one
+/// of them is NULL, because PostgreSQL never finds such keys equal.
+fn unique_key_texts(unique: &UniqueKey, row: &Row) -> Option<Vec<String>> {
+    let values: Vec<&Value> = unique.columns.iter().map(|c| row.get(*c)).collect();
+    if values.iter().any(|v| v.is_null()) {
+        return None;
+    }
+    Some(values.iter().map(|v| v.key_text()).collect())
+}
+
 /// Checks that no row of a step takes a unique value that a later row of
 /// the same step still has before its update. PostgreSQL applies the rows
 /// of a step one by one and checks unique constraints after each, so such
@@ -918,10 +927,7 @@ fn check_unique_in_order(rows: &[WrittenRow], updated_from: &[(usize, Row)]) -> 
         return Ok(());
     }
     for unique in &table.unique_keys {
-        let text_of = |row: &Row| -> Option<Vec<String>> {
-            let values: Vec<&Value> = unique.columns.iter().map(|c| row.get(*c)).collect();
-            (!values.iter().any(|v| v.is_null())).then(|| values.iter().map(|v| v.key_text()).collect())
-        };
+        let text_of = |row: &Row| unique_key_texts(unique, row);
         // The value each updated row gives up, with the row's position.
         let mut released: HashMap<Vec<String>, usize> = HashMap::new();
         for (index, before) in updated_from {
