@@ -15,7 +15,8 @@ use crate::scripts;
 /// Separates table and key in the names of touched records.
 pub const RECORD_SEPARATOR: char = '\u{1f}';
 
-/// Starts the name of a record a transaction only refers to. Transactions
+/// The first character of the name of a record a transaction only refers
+/// to. Transactions
 /// that only refer to one record do not block each other when one of them
 /// is dead-lettered.
 pub const REFERENCE_MARK: char = '~';

@@ -20,8 +20,8 @@ local keys_json = ARGV[5]
 local guards_json = ARGV[6]
 local nexpect = tonumber(ARGV[7])
 local pos = 8
--- First, so a request sent again after a lost reply learns that its first
--- attempt was stored, whatever that attempt changed.
+-- This check comes first, so a request sent again after a lost reply
+-- learns that its first attempt was stored, whatever that attempt changed.
 if redis.call('EXISTS', prefix .. 'tx:' .. txid) == 1 then return {'duplicate', 0} end
 for i = 1, nexpect do
   local tbl, field, want = ARGV[pos], ARGV[pos + 1], tonumber(ARGV[pos + 2])
