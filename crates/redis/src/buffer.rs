@@ -16,9 +16,8 @@ use crate::scripts;
 pub const RECORD_SEPARATOR: char = '\u{1f}';
 
 /// The first character of the name of a record a transaction only refers
-/// to. Transactions
-/// that only refer to one record do not block each other when one of them
-/// is dead-lettered.
+/// to. Transactions that only refer to one record do not block each other
+/// when one of them is dead-lettered.
 pub const REFERENCE_MARK: char = '~';
 
 /// How long a replicated or discarded transaction stays readable through
